@@ -1,0 +1,38 @@
+//! The command line: one file per subcommand.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// mcp-warden: one MCP server in front of every registered upstream.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-warden", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a fixture MCP server (the demo notes server, the conformance fixture).
+    #[command(hide = true)]
+    Fixture(FixtureArgs),
+}
+
+/// Arguments of `mcp-warden fixture`.
+#[derive(Debug, clap::Args)]
+pub struct FixtureArgs {
+    /// Which fixture: `notes` or `conformance`.
+    pub name: String,
+    /// Serve Streamable HTTP at this address (path `/mcp`) instead of stdio.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+}
+
+/// Run the parsed command; the exit code says whether it worked.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Fixture(args) => crate::fixture::main(args),
+    }
+}
