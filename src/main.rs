@@ -4,7 +4,15 @@
 use clap::Parser;
 
 mod cli;
+mod config;
+mod decide;
+mod downstream;
+mod error;
 mod fixture;
+mod gateway;
+mod pipeline;
+mod store;
+mod upstream;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();

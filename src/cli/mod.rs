@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod serve;
+
 /// mcp-warden: one MCP server in front of every registered upstream.
 #[derive(Debug, Parser)]
 #[command(name = "mcp-warden", version, about)]
@@ -15,6 +17,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve agents: on stdio (`--stdio`) or Streamable HTTP (`--http ADDR`, default).
+    Serve(serve::ServeArgs),
     /// Run a fixture MCP server (the demo notes server, the conformance fixture).
     #[command(hide = true)]
     Fixture(FixtureArgs),
@@ -33,6 +37,7 @@ pub struct FixtureArgs {
 /// Run the parsed command; the exit code says whether it worked.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Serve(args) => serve::main(args),
         Command::Fixture(args) => crate::fixture::main(args),
     }
 }

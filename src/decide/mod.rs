@@ -1,0 +1,3 @@
+//! Pure decisions: no IO, no async, no clock. Same input, same output.
+
+pub mod names;

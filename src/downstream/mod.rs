@@ -1,0 +1,5 @@
+//! The MCP server agents talk to: stdio and Streamable HTTP, one handler for both.
+
+pub mod http;
+pub mod session;
+pub mod stdio;

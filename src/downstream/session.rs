@@ -1,0 +1,307 @@
+//! The MCP server agents talk to. One `AgentSession` per legacy session (or per request for a
+//! stateless 2026-07-28 agent); all state worth keeping lives in the shared [`Gateway`].
+#![expect(deprecated, reason = "logging and resources/subscribe are deprecated by SEP-2577, but 2025-era agents use them")]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use rmcp::ErrorData as McpError;
+use rmcp::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, GetPromptRequestParams,
+    GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, Reference,
+    ResourceContents, ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, ServerNotification,
+    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
+};
+use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer, SubscriptionContext};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::decide::names;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::gateway::hub::AgentEvent;
+use crate::pipeline::{self, authenticate::Authenticated, dispatch};
+
+/// One agent's view of the gateway.
+#[derive(Clone)]
+pub struct AgentSession {
+    gw: Arc<Gateway>,
+    who: Authenticated,
+    chain_id: Arc<str>,
+    subscribed: Arc<Mutex<HashSet<String>>>,
+}
+
+impl AgentSession {
+    /// A session for `who`.
+    pub fn new(gw: Arc<Gateway>, who: Authenticated) -> Self {
+        let chain_id = format!("chain-{}", gw.hub.next_id()).into();
+        Self { gw, who, chain_id, subscribed: Arc::default() }
+    }
+
+    fn limit(&self) -> std::time::Duration {
+        self.gw.config.upstream.call_timeout
+    }
+
+    /// Resolve an exposed URI to its upstream and own URI.
+    fn resolve_uri(&self, exposed: &str) -> Result<(usize, String), GatewayError> {
+        self.gw.catalog.load().resolve_uri(exposed).ok_or_else(|| GatewayError::UnknownResource(exposed.to_owned()))
+    }
+
+    /// Forward change events to a legacy agent until it goes away.
+    fn spawn_event_pump(&self, peer: Peer<RoleServer>) {
+        let mut rx = self.gw.hub.subscribe();
+        let subscribed = self.subscribed.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = match rx.recv().await {
+                    Ok(e) => e,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => break,
+                };
+                let sent = match event {
+                    AgentEvent::ToolsChanged => peer.notify_tool_list_changed().await,
+                    AgentEvent::PromptsChanged => peer.notify_prompt_list_changed().await,
+                    AgentEvent::ResourcesChanged => peer.notify_resource_list_changed().await,
+                    AgentEvent::ResourceUpdated(uri) => {
+                        if !subscribed.lock().is_ok_and(|s| s.contains(&uri)) {
+                            continue;
+                        }
+                        peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await
+                    }
+                };
+                if sent.is_err() || peer.is_transport_closed() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn rewrite_contents(prefix: &str, contents: &mut [ResourceContents]) {
+    if prefix.is_empty() {
+        return;
+    }
+    for c in contents {
+        match c {
+            ResourceContents::TextResourceContents { uri, .. } | ResourceContents::BlobResourceContents { uri, .. } => {
+                *uri = names::expose_uri(prefix, uri);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl ServerHandler for AgentSession {
+    fn get_info(&self) -> ServerConfig {
+        let caps = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_resources()
+            .enable_resources_list_changed()
+            .enable_resources_subscribe()
+            .enable_completions()
+            .enable_logging()
+            .build();
+        ServerConfig::new(caps)
+            .with_server_info(Implementation::new("mcp-warden", env!("CARGO_PKG_VERSION")))
+            .with_instructions("mcp-warden: every registered upstream's tools, namespaced as <upstream>__<tool>.")
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.spawn_event_pump(context.peer);
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let mut rx = self.gw.hub.subscribe();
+        let sink = context.sink().clone();
+        loop {
+            let event = tokio::select! {
+                e = rx.recv() => e,
+                () = context.cancelled() => return Ok(()),
+            };
+            let notification = match event {
+                Ok(AgentEvent::ToolsChanged) => ServerNotification::ToolListChangedNotification(Default::default()),
+                Ok(AgentEvent::PromptsChanged) => ServerNotification::PromptListChangedNotification(Default::default()),
+                Ok(AgentEvent::ResourcesChanged) => ServerNotification::ResourceListChangedNotification(Default::default()),
+                Ok(AgentEvent::ResourceUpdated(uri)) => ServerNotification::ResourceUpdatedNotification(
+                    rmcp::model::ResourceUpdatedNotification::new(ResourceUpdatedNotificationParam::new(uri)),
+                ),
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return Ok(()),
+            };
+            match sink.send(notification).await {
+                Ok(()) | Err(rmcp::service::SubscriptionSendError::NotificationNotAccepted(_)) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.gw.catalog.load().tools.clone()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        pipeline::call_tool(&self.gw, &self.who, &self.chain_id, request, &context).await
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(ListResourcesResult::with_all_items(self.gw.catalog.load().resources.clone()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(self.gw.catalog.load().templates.clone()))
+    }
+
+    async fn read_resource(
+        &self,
+        mut request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let run = async {
+            let (index, original) = self.resolve_uri(&request.uri)?;
+            let up = self.gw.upstream(index)?;
+            let peer = dispatch::connected(up)?;
+            request.uri = original;
+            request.meta = None;
+            let mut resp = dispatch::bounded(up, self.limit(), &context, async {
+                peer.read_resource_once(request).await.map_err(|e| GatewayError::from_service(&up.spec.name, e))
+            })
+            .await?;
+            if let ReadResourceResponse::Complete(r) = &mut resp {
+                rewrite_contents(&up.spec.prefix, &mut r.contents);
+            }
+            Ok(resp)
+        };
+        run.await.map_err(GatewayError::into_mcp)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        Ok(ListPromptsResult::with_all_items(self.gw.catalog.load().prompts.clone()))
+    }
+
+    async fn get_prompt(
+        &self,
+        mut request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let run = async {
+            let (index, original) = {
+                let catalog = self.gw.catalog.load();
+                let (i, n) = catalog.prompt(&request.name).ok_or_else(|| GatewayError::UnknownPrompt(request.name.clone()))?;
+                (i, n.to_owned())
+            };
+            let up = self.gw.upstream(index)?;
+            let peer = dispatch::connected(up)?;
+            request.name = original;
+            request.meta = None;
+            dispatch::bounded(up, self.limit(), &context, async {
+                peer.get_prompt_once(request).await.map_err(|e| GatewayError::from_service(&up.spec.name, e))
+            })
+            .await
+        };
+        run.await.map_err(GatewayError::into_mcp)
+    }
+
+    async fn complete(
+        &self,
+        mut request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let run = async {
+            let index = {
+                let catalog = self.gw.catalog.load();
+                match &mut request.r#ref {
+                    Reference::Prompt(p) => {
+                        let (i, original) =
+                            catalog.prompt(&p.name).ok_or_else(|| GatewayError::UnknownPrompt(p.name.clone()))?;
+                        p.name = original.to_owned();
+                        i
+                    }
+                    Reference::Resource(r) => {
+                        let (i, original) = catalog
+                            .upstream_of_template(&r.uri)
+                            .ok_or_else(|| GatewayError::UnknownResource(r.uri.clone()))?;
+                        r.uri = original;
+                        i
+                    }
+                    other => return Err(GatewayError::UnknownPrompt(format!("{other:?}"))),
+                }
+            };
+            let up = self.gw.upstream(index)?;
+            let peer = dispatch::connected(up)?;
+            request.meta = None;
+            dispatch::bounded(up, self.limit(), &context, async {
+                peer.complete(request).await.map_err(|e| GatewayError::from_service(&up.spec.name, e))
+            })
+            .await
+        };
+        run.await.map_err(GatewayError::into_mcp)
+    }
+
+    async fn subscribe(&self, request: SubscribeRequestParams, context: RequestContext<RoleServer>) -> Result<(), McpError> {
+        let run = async {
+            let (index, original) = self.resolve_uri(&request.uri)?;
+            let up = self.gw.upstream(index)?;
+            crate::upstream::watch_resource(up, &original, self.limit(), &context.ct).await?;
+            if let Ok(mut s) = self.subscribed.lock() {
+                s.insert(request.uri.clone());
+            }
+            Ok(())
+        };
+        run.await.map_err(GatewayError::into_mcp)
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if let Ok(mut s) = self.subscribed.lock() {
+            s.remove(&request.uri);
+        }
+        Ok(())
+    }
+
+    async fn set_level(&self, request: SetLevelRequestParams, _context: RequestContext<RoleServer>) -> Result<(), McpError> {
+        // Logging levels are per upstream connection; the gateway passes the agent's wish to
+        // every connected upstream that offers logging (best effort).
+        for up in &self.gw.upstreams {
+            if let Some(peer) = up.connection()
+                && peer.peer_info().is_some_and(|i| i.capabilities.logging.is_some())
+            {
+                    let r = peer.set_level(request.clone()).await;
+                if let Err(error) = r {
+                    tracing::debug!(upstream = %up.spec.name, %error, "set_level not accepted");
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! The gateway's error: one variant per way a call can fail, and one exhaustive `match` giving
+//! each its answer to the agent, its audit decision, stage and reason.
+
+use std::time::Duration;
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{CallToolResult, ContentBlock};
+
+use crate::store::Decision;
+
+/// Why a request did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No exposed tool, prompt or resource of that name (hidden ones get the same answer).
+    #[error("unknown tool: {0}")]
+    UnknownTool(String),
+    /// No upstream owns that prompt.
+    #[error("unknown prompt: {0}")]
+    UnknownPrompt(String),
+    /// No upstream owns that URI.
+    #[error("unknown resource: {0}")]
+    UnknownResource(String),
+    /// The upstream is not connected.
+    #[error("upstream `{name}` is unavailable: {reason}")]
+    Unavailable { name: String, reason: String },
+    /// The upstream did not answer in time.
+    #[error("upstream `{name}` timed out after {after:?}")]
+    Timeout { name: String, after: Duration },
+    /// The agent cancelled the request.
+    #[error("cancelled by the agent")]
+    Cancelled,
+    /// The upstream answered with a JSON-RPC error: passed on as it is.
+    #[error("upstream `{name}` refused: {error}")]
+    Refused { name: String, error: McpError },
+    /// The connection to the upstream failed mid-request.
+    #[error("upstream `{name}` failed: {detail}")]
+    Transport { name: String, detail: String },
+    /// An input-required exchange with the agent failed.
+    #[error("input required by upstream `{name}` could not be obtained: {detail}")]
+    Input { name: String, detail: String },
+}
+
+impl GatewayError {
+    /// The audit decision: DENY when refused before dispatch, ALLOW when dispatched and failed.
+    pub fn decision(&self) -> Decision {
+        match self {
+            Self::UnknownTool(_) | Self::UnknownPrompt(_) | Self::UnknownResource(_) => Decision::Deny,
+            Self::Unavailable { .. } => Decision::Deny,
+            Self::Timeout { .. }
+            | Self::Cancelled
+            | Self::Refused { .. }
+            | Self::Transport { .. }
+            | Self::Input { .. } => Decision::Allow,
+        }
+    }
+
+    /// The stage that failed.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            Self::UnknownTool(_) | Self::UnknownPrompt(_) | Self::UnknownResource(_) => "resolve",
+            Self::Unavailable { .. }
+            | Self::Timeout { .. }
+            | Self::Cancelled
+            | Self::Refused { .. }
+            | Self::Transport { .. }
+            | Self::Input { .. } => "dispatch",
+        }
+    }
+
+    /// A stable reason code for the audit store.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::UnknownTool(_) => "unknown_tool",
+            Self::UnknownPrompt(_) => "unknown_prompt",
+            Self::UnknownResource(_) => "unknown_resource",
+            Self::Unavailable { .. } => "upstream_unavailable",
+            Self::Timeout { .. } => "timeout",
+            Self::Cancelled => "cancelled",
+            Self::Refused { .. } => "upstream_error",
+            Self::Transport { .. } => "upstream_failed",
+            Self::Input { .. } => "input_failed",
+        }
+    }
+
+    /// The answer to a `tools/call`: protocol errors for what the agent got wrong, a tool
+    /// result with `isError` for what went wrong behind the gateway (so the model reads it).
+    pub fn into_tool_answer(self) -> Result<CallToolResult, McpError> {
+        match self {
+            Self::UnknownTool(name) => Err(McpError::invalid_params(format!("unknown tool: {name}"), None)),
+            Self::UnknownPrompt(_) | Self::UnknownResource(_) => Err(McpError::invalid_params(self.to_string(), None)),
+            Self::Refused { error, .. } => Err(error),
+            Self::Cancelled => Err(McpError::internal_error("request cancelled", None)),
+            e @ (Self::Unavailable { .. } | Self::Timeout { .. } | Self::Transport { .. } | Self::Input { .. }) => {
+                Ok(CallToolResult::error(vec![ContentBlock::text(format!("mcp-warden: {e}"))]))
+            }
+        }
+    }
+
+    /// The answer to any other request: always a protocol error.
+    pub fn into_mcp(self) -> McpError {
+        match self {
+            Self::UnknownTool(_) | Self::UnknownPrompt(_) => McpError::invalid_params(self.to_string(), None),
+            Self::UnknownResource(uri) => McpError::resource_not_found(format!("unknown resource: {uri}"), None),
+            Self::Refused { error, .. } => error,
+            e @ (Self::Unavailable { .. }
+            | Self::Timeout { .. }
+            | Self::Cancelled
+            | Self::Transport { .. }
+            | Self::Input { .. }) => McpError::internal_error(format!("mcp-warden: {e}"), None),
+        }
+    }
+
+    /// Classify an rmcp service error from upstream `name`.
+    pub fn from_service(name: &str, error: rmcp::service::ServiceError) -> Self {
+        match error {
+            rmcp::service::ServiceError::McpError(error) => Self::Refused { name: name.to_owned(), error },
+            other => Self::Transport { name: name.to_owned(), detail: other.to_string() },
+        }
+    }
+}

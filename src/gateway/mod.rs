@@ -1,0 +1,175 @@
+//! The gateway's shared state and its start-up and shutdown.
+
+pub mod catalog;
+pub mod hub;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use self::catalog::Catalog;
+use self::hub::{AgentEvent, Hub};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::store::{AuditSink, AuditWriter, SqliteStore};
+use crate::upstream::client::Refresh;
+use crate::upstream::{self, Status, SupervisorEnv, Upstream, registry};
+
+/// Everything a request needs; shared by every agent session.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The resolved configuration.
+    pub config: Config,
+    /// Registered upstreams, sorted by name; catalog routes index into this.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// The exposed catalog, swapped whole on every manifest change.
+    pub catalog: ArcSwap<Catalog>,
+    /// Notification routing.
+    pub hub: Arc<Hub>,
+    /// The audit writer's queue.
+    pub audit: AuditSink,
+}
+
+impl Gateway {
+    /// The upstream at `index` (an index from the catalog).
+    pub fn upstream(&self, index: usize) -> Result<&Upstream, GatewayError> {
+        self.upstreams.get(index).map(AsRef::as_ref).ok_or_else(|| GatewayError::UnknownTool(String::new()))
+    }
+
+    /// Ready once every enabled upstream has connected or failed at least once.
+    pub fn ready(&self) -> bool {
+        self.upstreams.iter().all(|u| u.status() != Status::Starting)
+    }
+}
+
+/// A started gateway; call [`Running::shutdown`] to stop it cleanly.
+#[derive(Debug)]
+pub struct Running {
+    /// The shared state.
+    pub gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    writer: AuditWriter,
+    store: SqliteStore,
+}
+
+/// Load the registry, open the store, connect every enabled upstream (waiting up to
+/// `startup_wait` for each first attempt) and build the catalog. A name collision between
+/// upstreams stops the start.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let specs = registry::load(&config.registry_dir)?;
+    if specs.is_empty() {
+        tracing::warn!(dir = %config.registry_dir.display(), "the registry is empty: no upstream will be exposed");
+    }
+    let shutdown = CancellationToken::new();
+    let audit_stop = CancellationToken::new();
+    let (audit, writer, store) = crate::store::open(&config.store, audit_stop.clone())
+        .await
+        .with_context(|| format!("opening the audit store {:?}", config.store))?;
+    for s in &specs {
+        tracing::info!(
+            upstream = %s.name, target = %s.target(), prefix = %s.prefix, domain = %s.domain,
+            audience = %s.audience, credential = ?s.credential, enabled = s.enabled,
+            file = %s.source.display(), "registered upstream"
+        );
+    }
+    tracing::debug!(policies = %config.policies_dir.display(), "policy folder (not read until the policy stage lands)");
+    let hub = Arc::new(Hub::default());
+    let upstreams: Vec<Arc<Upstream>> = specs.into_iter().map(|s| Arc::new(Upstream::new(s, hub.clone()))).collect();
+    let gateway = Arc::new(Gateway {
+        catalog: ArcSwap::from_pointee(Catalog::default()),
+        config,
+        upstreams,
+        hub,
+        audit,
+    });
+    let (changed_tx, changed_rx) = mpsc::unbounded_channel();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(64)
+        .build()
+        .context("building the HTTP client")?;
+    let env = SupervisorEnv {
+        config: gateway.config.upstream.clone(),
+        http,
+        default_cwd: gateway.config.registry_dir.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+        changed: changed_tx,
+        shutdown: shutdown.clone(),
+    };
+    let mut tasks = JoinSet::new();
+    tasks.spawn(catalog_task(gateway.clone(), changed_rx));
+    for (i, up) in gateway.upstreams.iter().enumerate() {
+        tasks.spawn(upstream::supervise(up.clone(), i, env.clone()));
+    }
+    drop(env);
+    let running = Running { gateway, shutdown, tasks, writer, store };
+    running.wait_first_attempts().await;
+    // Build once more now that every first attempt is in, then refuse colliding names.
+    let catalog = Catalog::build(&running.gateway.upstreams);
+    if let Some(first) = catalog.collisions.first() {
+        let all = catalog.collisions.join("; ");
+        running.shutdown().await;
+        anyhow::bail!("exposed names collide ({all}); give one of the upstreams a prefix (first: {first})");
+    }
+    running.gateway.catalog.store(Arc::new(catalog));
+    Ok(running)
+}
+
+impl Running {
+    async fn wait_first_attempts(&self) {
+        let wait = self.gateway.config.upstream.startup_wait;
+        let all = futures::future::join_all(self.gateway.upstreams.iter().map(|u| {
+            let mut rx = u.watch_status();
+            async move {
+                let _ = rx.wait_for(|s| *s != Status::Starting).await;
+            }
+        }));
+        if tokio::time::timeout(wait, all).await.is_err() {
+            for u in self.gateway.upstreams.iter().filter(|u| u.status() == Status::Starting) {
+                tracing::warn!(upstream = %u.spec.name, "not connected after {wait:?}; serving without it for now");
+            }
+        }
+    }
+
+    /// Stop supervising (closing every upstream connection and killing child processes), then
+    /// flush the audit store.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+            self.tasks.abort_all();
+        }
+        self.writer.close(Duration::from_secs(5)).await;
+        self.store.close().await;
+    }
+}
+
+/// Rebuild the catalog whenever an upstream's manifest or availability changes, and tell the
+/// agents what changed.
+async fn catalog_task(gw: Arc<Gateway>, mut changed: mpsc::UnboundedReceiver<(usize, Refresh)>) {
+    while changed.recv().await.is_some() {
+        // Coalesce a burst of changes into one rebuild.
+        while changed.try_recv().is_ok() {}
+        let new = Catalog::build(&gw.upstreams);
+        for c in &new.collisions {
+            tracing::error!("name collision, later item withheld: {c}");
+        }
+        let old = gw.catalog.swap(Arc::new(new));
+        let new = gw.catalog.load();
+        if old.tools != new.tools {
+            gw.hub.publish(AgentEvent::ToolsChanged);
+        }
+        if old.prompts != new.prompts {
+            gw.hub.publish(AgentEvent::PromptsChanged);
+        }
+        if old.resources != new.resources || old.templates != new.templates {
+            gw.hub.publish(AgentEvent::ResourcesChanged);
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The last stage, audit: one `mcp_audit` row per `tools/call` on every exit path.
+
+use std::time::Instant;
+
+use rmcp::model::{CallToolResponse, JsonObject};
+use sha2::{Digest, Sha256};
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::gateway::catalog::ToolRoute;
+use crate::pipeline::authenticate::Authenticated;
+use crate::store::{AuditRecord, Decision};
+
+/// A row being filled in as the call goes through the stages.
+#[derive(Debug)]
+pub struct Draft {
+    row: AuditRecord,
+    started: Instant,
+}
+
+impl Draft {
+    /// Start the row for a call by `who` to `exposed` with `args`.
+    pub fn start(request_id: u64, who: &Authenticated, exposed: &str, args: Option<&JsonObject>, chain_id: String) -> Self {
+        Self {
+            started: Instant::now(),
+            row: AuditRecord {
+                event_time: time::OffsetDateTime::now_utc(),
+                request_id: request_id.to_string(),
+                actor_id: who.principal().id.clone(),
+                server_name: String::new(),
+                tool_name: String::new(),
+                exposed_name: exposed.to_owned(),
+                action_class: String::new(),
+                decision: Decision::Deny,
+                stage: "resolve",
+                reason: String::new(),
+                outcome: "",
+                approval_id: None,
+                chain_id,
+                args_digest: args_digest(args),
+                latency_us: 0,
+            },
+        }
+    }
+
+    /// Record where the call resolved to.
+    pub fn resolved(&mut self, gw: &Gateway, route: &ToolRoute) {
+        if let Some(up) = gw.upstreams.get(route.upstream) {
+            self.row.server_name.clone_from(&up.spec.name);
+        }
+        self.row.tool_name.clone_from(&route.original);
+        self.row.action_class = route.class.as_str().to_owned();
+    }
+
+    /// Finish the row from the call's outcome.
+    pub fn finish(mut self, outcome: &Result<CallToolResponse, GatewayError>) -> AuditRecord {
+        match outcome {
+            Ok(resp) => {
+                self.row.decision = Decision::Allow;
+                self.row.stage = "dispatch";
+                self.row.reason = "ok".to_owned();
+                self.row.outcome = match resp {
+                    CallToolResponse::Complete(r) if r.is_error == Some(true) => "tool_error",
+                    CallToolResponse::Complete(_) => "ok",
+                    CallToolResponse::InputRequired(_) => "input_required",
+                    _ => "other",
+                };
+            }
+            Err(e) => {
+                self.row.decision = e.decision();
+                self.row.stage = e.stage();
+                self.row.reason = format!("{}: {e}", e.reason());
+                self.row.outcome = if e.decision() == Decision::Allow { "error" } else { "" };
+            }
+        }
+        self.row.latency_us = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
+        self.row
+    }
+}
+
+/// sha256 of the canonical JSON (sorted keys, no whitespace) of the arguments; of `{}` when none.
+pub fn args_digest(args: Option<&JsonObject>) -> String {
+    let mut buf = Vec::with_capacity(128);
+    match args {
+        Some(a) => canonical_map(a, &mut buf),
+        None => buf.extend_from_slice(b"{}"),
+    }
+    hex::encode(Sha256::digest(&buf))
+}
+
+/// Canonical JSON: object keys sorted, no insignificant whitespace.
+pub fn canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => canonical_map(map, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(item, out);
+            }
+            out.push(b']');
+        }
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+}
+
+fn canonical_map(map: &JsonObject, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Serialising a string cannot fail; an empty key is still valid JSON.
+        out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
+        out.push(b':');
+        canonical(v, out);
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_is_order_independent() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"b": [1, {"y": 2, "x": "é"}], "a": null}"#).unwrap();
+        let mut out = Vec::new();
+        canonical(&a, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"a":null,"b":[1,{"x":"é","y":2}]}"#);
+        let x = serde_json::json!({"a": 1, "b": 2});
+        let y = serde_json::json!({"b": 2, "a": 1});
+        assert_eq!(args_digest(x.as_object()), args_digest(y.as_object()));
+        assert_ne!(args_digest(x.as_object()), args_digest(None));
+    }
+}

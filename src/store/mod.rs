@@ -1,0 +1,154 @@
+//! The audit store. One `mcp_audit` row per `tools/call`, on every exit path. Rows are handed to
+//! a bounded queue drained by one writer task, so the hot path never waits on the database
+//! unless the queue is full (backpressure, never loss).
+
+mod sqlite;
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::StoreUrl;
+
+pub use sqlite::SqliteStore;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused.
+    #[error("audit store: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The writer task is gone.
+    #[error("audit store: the writer has stopped")]
+    Closed,
+}
+
+/// Pre-dispatch decision recorded in the audit row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The call was dispatched.
+    Allow,
+    /// The call was refused before dispatch.
+    Deny,
+}
+
+impl Decision {
+    /// As written in `mcp_audit.decision`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "ALLOW",
+            Self::Deny => "DENY",
+        }
+    }
+}
+
+/// One `mcp_audit` row.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    /// When the call arrived (UTC).
+    pub event_time: time::OffsetDateTime,
+    /// Gateway-assigned id of this call.
+    pub request_id: String,
+    /// The principal.
+    pub actor_id: String,
+    /// The upstream's registry name ('' when the tool did not resolve).
+    pub server_name: String,
+    /// The upstream's own tool name ('' when it did not resolve).
+    pub tool_name: String,
+    /// The name the agent called.
+    pub exposed_name: String,
+    /// `read`, `write`, `destructive` ('' when unresolved).
+    pub action_class: String,
+    /// ALLOW or DENY.
+    pub decision: Decision,
+    /// Which stage decided or failed.
+    pub stage: &'static str,
+    /// Why (a stable code such as `unknown_tool`, `upstream_unavailable`, `ok`).
+    pub reason: String,
+    /// Outcome after dispatch: `ok`, `tool_error`, `input_required`, `error`, or '' if not dispatched.
+    pub outcome: &'static str,
+    /// Set when an approval authorised the call.
+    pub approval_id: Option<String>,
+    /// The chain the call belongs to.
+    pub chain_id: String,
+    /// sha256 of the canonical JSON of the arguments.
+    pub args_digest: String,
+    /// Wall time in the gateway, microseconds.
+    pub latency_us: i64,
+}
+
+/// Handle to the audit writer; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditSink {
+    tx: mpsc::Sender<AuditRecord>,
+}
+
+impl AuditSink {
+    /// Queue one row. Waits only when the queue is full.
+    pub async fn record(&self, row: AuditRecord) -> Result<(), StoreError> {
+        self.tx.send(row).await.map_err(|_| StoreError::Closed)
+    }
+}
+
+/// The writer task; await [`AuditWriter::close`] to flush on shutdown.
+#[derive(Debug)]
+pub struct AuditWriter {
+    handle: JoinHandle<()>,
+}
+
+impl AuditWriter {
+    /// Wait until every queued row is written (all senders must be dropped first).
+    pub async fn close(self, grace: Duration) {
+        if tokio::time::timeout(grace, self.handle).await.is_err() {
+            tracing::error!("audit writer did not drain within {grace:?}; rows may be missing");
+        }
+    }
+}
+
+/// Open the store (creating and migrating it) and start its writer. After `stop` is cancelled the
+/// writer drains what is queued and exits.
+pub async fn open(
+    url: &StoreUrl,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(AuditSink, AuditWriter, SqliteStore), StoreError> {
+    let store = match url {
+        StoreUrl::Sqlite(path) => SqliteStore::open(path).await?,
+    };
+    let (tx, mut rx) = mpsc::channel::<AuditRecord>(8192);
+    let writer = store.clone();
+    let handle = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            let n = tokio::select! {
+                n = rx.recv_many(&mut batch, 256) => n,
+                () = stop.cancelled() => {
+                    while let Ok(row) = rx.try_recv() {
+                        batch.push(row);
+                    }
+                    if let Err(error) = writer.insert(&batch).await {
+                        tracing::error!(%error, rows = batch.len(), "audit rows lost at shutdown");
+                    }
+                    break;
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            // A failed batch is retried with backoff: rows are never dropped silently.
+            let mut delay = Duration::from_millis(50);
+            loop {
+                match writer.insert(&batch).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::error!(%error, rows = batch.len(), "audit write failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            batch.clear();
+        }
+    });
+    Ok((AuditSink { tx }, AuditWriter { handle }, store))
+}

@@ -1,0 +1,113 @@
+//! The embedded SQLite store (the default): one file, nothing to install.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, SqlitePool};
+
+use super::{AuditRecord, StoreError};
+
+/// Schema migrations, applied in order once each; never edit a shipped one.
+const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS mcp_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_time TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    actor_id TEXT NOT NULL,
+    server_name TEXT NOT NULL,
+    tool_name TEXT NOT NULL,
+    exposed_name TEXT NOT NULL,
+    action_class TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    approval_id TEXT,
+    chain_id TEXT NOT NULL,
+    args_digest TEXT NOT NULL,
+    latency_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mcp_audit_time ON mcp_audit (event_time);
+CREATE INDEX IF NOT EXISTS mcp_audit_class_decision ON mcp_audit (action_class, decision, event_time);"];
+
+const TIME_FORMAT: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]");
+
+/// A SQLite-backed store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS warden_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let applied: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM warden_migrations")
+            .fetch_one(&mut *tx)
+            .await?;
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
+            let version = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
+            if version <= applied {
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO warden_migrations (version, applied_at) VALUES (?, datetime('now'))")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Insert rows in one transaction.
+    pub async fn insert(&self, rows: &[AuditRecord]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut qb = QueryBuilder::new(
+            "INSERT INTO mcp_audit (event_time, request_id, actor_id, server_name, tool_name, exposed_name, \
+             action_class, decision, stage, reason, outcome, approval_id, chain_id, args_digest, latency_us) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(r.event_time.format(TIME_FORMAT).unwrap_or_default())
+                .push_bind(&r.request_id)
+                .push_bind(&r.actor_id)
+                .push_bind(&r.server_name)
+                .push_bind(&r.tool_name)
+                .push_bind(&r.exposed_name)
+                .push_bind(&r.action_class)
+                .push_bind(r.decision.as_str())
+                .push_bind(r.stage)
+                .push_bind(&r.reason)
+                .push_bind(r.outcome)
+                .push_bind(&r.approval_id)
+                .push_bind(&r.chain_id)
+                .push_bind(&r.args_digest)
+                .push_bind(r.latency_us);
+        });
+        qb.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Close the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,100 @@
+//! Opening a connection to an upstream: spawn a child process or reach an HTTP endpoint, then
+//! negotiate the protocol era it speaks (`server/discover`, falling back to `initialize`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use process_wrap::tokio::{CommandWrap, KillOnDrop, ProcessGroup};
+use rmcp::model::ProtocolVersion;
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService, RoleClient};
+use rmcp::transport::TokioChildProcess;
+use rmcp::transport::streamable_http_client::{StreamableHttpClientTransport, StreamableHttpClientTransportConfig};
+use tokio::io::AsyncBufReadExt;
+
+use super::client::UpstreamClient;
+use super::registry::{Transport, UpstreamSpec};
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The child process could not start.
+    #[error("cannot start `{program}`: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    /// A header's environment variable is not set.
+    #[error("environment variable {var} (header {header}) is not set")]
+    MissingHeaderEnv { header: String, var: String },
+    /// A header value is not valid.
+    #[error("header {0} has an invalid value")]
+    BadHeader(String),
+    /// The MCP handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+}
+
+/// The program `mcp-warden` in a registry command means this very executable, so the shipped
+/// demo upstream runs wherever the gateway runs.
+fn resolve_program(program: &std::path::Path) -> PathBuf {
+    if program == std::path::Path::new("mcp-warden")
+        && let Ok(exe) = std::env::current_exe()
+    {
+        return exe;
+    }
+    program.to_path_buf()
+}
+
+fn lifecycle() -> ClientLifecycleMode {
+    ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+    }
+}
+
+/// Connect to `spec` with `handler` as the client side. `default_cwd` applies when the entry
+/// names none.
+pub async fn connect(
+    spec: &UpstreamSpec,
+    handler: UpstreamClient,
+    http: &reqwest::Client,
+    default_cwd: &std::path::Path,
+) -> Result<RunningService<RoleClient, UpstreamClient>, ConnectError> {
+    match &spec.transport {
+        Transport::Stdio { program, args, env, cwd } => {
+            let program = resolve_program(program);
+            let mut cmd = tokio::process::Command::new(&program);
+            cmd.args(args).envs(env).current_dir(cwd.as_deref().unwrap_or(default_cwd));
+            let mut wrapped = CommandWrap::from(cmd);
+            // Own process group, killed with the connection: no child outlives its gateway.
+            wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
+            let (transport, stderr) = TokioChildProcess::builder(wrapped)
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|source| ConnectError::Spawn { program: program.display().to_string(), source })?;
+            if let Some(stderr) = stderr {
+                let name = spec.name.clone();
+                tokio::spawn(async move {
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::info!(target: "upstream", upstream = %name, "{line}");
+                    }
+                });
+            }
+            handler.serve_with_lifecycle(transport, lifecycle()).await.map_err(|e| ConnectError::Handshake(e.to_string()))
+        }
+        Transport::Http { url, headers_from_env } => {
+            let mut headers = HashMap::new();
+            for (header, var) in headers_from_env {
+                let value = std::env::var(var)
+                    .map_err(|_| ConnectError::MissingHeaderEnv { header: header.clone(), var: var.clone() })?;
+                let name = http::HeaderName::try_from(header.as_str()).map_err(|_| ConnectError::BadHeader(header.clone()))?;
+                let value = http::HeaderValue::try_from(value).map_err(|_| ConnectError::BadHeader(header.clone()))?;
+                headers.insert(name, value);
+            }
+            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                .max_concurrent_requests(256)
+                .custom_headers(headers);
+            let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
+            handler.serve_with_lifecycle(transport, lifecycle()).await.map_err(|e| ConnectError::Handshake(e.to_string()))
+        }
+    }
+}

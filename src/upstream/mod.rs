@@ -1,0 +1,320 @@
+//! Upstreams: the MCP servers behind the gateway. Each registered, enabled upstream gets one
+//! supervised connection: started at serve, restarted with backoff when it drops, its manifest
+//! re-read on `list_changed`. While it is down its tools fail with a clear error.
+
+pub mod client;
+pub mod connect;
+pub mod manifest;
+pub mod registry;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use rmcp::model::{ProtocolVersion, ServerNotification, SubscriptionFilter};
+use rmcp::service::{Peer, RoleClient};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use self::client::{Refresh, UpstreamClient};
+use self::manifest::{Manifest, Offered};
+use self::registry::UpstreamSpec;
+use crate::config::UpstreamConfig;
+use crate::gateway::hub::{Hub, InFlight};
+
+/// State shared between an upstream's supervisor, its client handler and the request path.
+#[derive(Debug)]
+pub struct Shared {
+    /// Registry name.
+    pub name: String,
+    /// Namespace prefix.
+    pub prefix: String,
+    /// Calls in flight, for routing logging and server→client requests.
+    pub inflight: InFlight,
+    /// The gateway's notification junction.
+    pub hub: Arc<Hub>,
+}
+
+
+/// Where an upstream stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Not yet tried.
+    Starting,
+    /// Connected.
+    Up,
+    /// Down, retrying; the reason of the last failure.
+    Down(String),
+    /// Disabled in the registry: never connected.
+    Disabled,
+}
+
+/// One registered upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Its registry entry.
+    pub spec: UpstreamSpec,
+    /// Routing state shared with its client handler.
+    pub shared: Arc<Shared>,
+    conn: ArcSwapOption<Peer<RoleClient>>,
+    manifest: ArcSwapOption<Manifest>,
+    watched: Mutex<HashSet<String>>,
+    status: watch::Sender<Status>,
+}
+
+impl Upstream {
+    /// An upstream for `spec`, not yet connected.
+    pub fn new(spec: UpstreamSpec, hub: Arc<Hub>) -> Self {
+        let status = if spec.enabled { Status::Starting } else { Status::Disabled };
+        let shared = Arc::new(Shared {
+            name: spec.name.clone(),
+            prefix: spec.prefix.clone(),
+            inflight: InFlight::default(),
+            hub,
+        });
+        Self { spec, shared, conn: ArcSwapOption::empty(), manifest: ArcSwapOption::empty(), watched: Mutex::default(), status: watch::Sender::new(status) }
+    }
+
+    /// The live connection, if any (lock-free).
+    pub fn connection(&self) -> Option<Arc<Peer<RoleClient>>> {
+        self.conn.load_full()
+    }
+
+    /// The last manifest read (kept while the upstream is down, so its tools fail with a clear
+    /// error rather than vanish).
+    pub fn manifest(&self) -> Option<Arc<Manifest>> {
+        self.manifest.load_full()
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Watch status changes.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    fn set_status(&self, status: Status) {
+        self.status.send_replace(status);
+    }
+}
+
+/// Everything a supervisor needs besides its upstream.
+#[derive(Debug, Clone)]
+pub struct SupervisorEnv {
+    pub config: UpstreamConfig,
+    pub http: reqwest::Client,
+    pub default_cwd: PathBuf,
+    /// Told the index of an upstream whose manifest or availability changed.
+    pub changed: mpsc::UnboundedSender<(usize, Refresh)>,
+    pub shutdown: CancellationToken,
+}
+
+/// Keep `up` connected until shutdown. `index` identifies it in change notices.
+pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
+    if !up.spec.enabled {
+        return;
+    }
+    let mut backoff = env.config.restart_backoff;
+    loop {
+        if env.shutdown.is_cancelled() {
+            break;
+        }
+        let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
+        let handler = UpstreamClient { shared: up.shared.clone(), refresh: refresh_tx.clone() };
+        let attempt = async {
+            let running = connect::connect(&up.spec, handler, &env.http, &env.default_cwd)
+                .await
+                .map_err(|e| e.to_string())?;
+            let offered = offered(running.peer());
+            let mut m = manifest::fetch(running.peer(), offered).await.map_err(|e| format!("reading the manifest: {e}"))?;
+            if let Some(info) = running.peer().peer_info() {
+                m.server_info = info.server_info.clone();
+                m.protocol_version = Some(info.protocol_version.to_string());
+            }
+            Ok::<_, String>((running, m, offered))
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(env.config.connect_timeout, attempt) => r.unwrap_or_else(|_| Err(format!("no answer within {:?}", env.config.connect_timeout))),
+            () = env.shutdown.cancelled() => break,
+        };
+        match outcome {
+            Ok((running, manifest, offered)) => {
+                tracing::info!(
+                    upstream = %up.spec.name,
+                    protocol = manifest.protocol_version.as_deref().unwrap_or("?"),
+                    tools = manifest.tools.len(),
+                    "upstream connected"
+                );
+                let peer = running.peer().clone();
+                if speaks_2026(&peer) {
+                    listen_for_changes(&up, &peer, refresh_tx.clone()).await;
+                }
+                if let Ok(mut w) = up.watched.lock() {
+                    w.clear();
+                }
+                up.manifest.store(Some(Arc::new(manifest)));
+                up.conn.store(Some(Arc::new(peer.clone())));
+                up.set_status(Status::Up);
+                let _ = env.changed.send((index, Refresh::Tools));
+                let started = tokio::time::Instant::now();
+                let ct = running.cancellation_token();
+                let mut waiting = std::pin::pin!(running.waiting());
+                let reason = loop {
+                    tokio::select! {
+                        r = &mut waiting => break format!("connection closed ({r:?})"),
+                        () = env.shutdown.cancelled() => {
+                            ct.cancel();
+                            let _ = tokio::time::timeout(Duration::from_secs(3), &mut waiting).await;
+                            break "gateway shutting down".to_owned();
+                        }
+                        Some(kind) = refresh_rx.recv() => refresh(&up, &peer, offered, kind, index, &env).await,
+                    }
+                };
+                up.conn.store(None);
+                up.set_status(Status::Down(reason.clone()));
+                let _ = env.changed.send((index, Refresh::Tools));
+                if env.shutdown.is_cancelled() {
+                    break;
+                }
+                tracing::warn!(upstream = %up.spec.name, %reason, "upstream down; restarting");
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = env.config.restart_backoff;
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(upstream = %up.spec.name, %reason, retry_in = ?backoff, "upstream unavailable");
+                up.set_status(Status::Down(reason));
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = env.shutdown.cancelled() => break,
+        }
+        backoff = (backoff * 2).min(env.config.restart_backoff_max);
+    }
+}
+
+fn offered(peer: &Peer<RoleClient>) -> Offered {
+    let Some(info) = peer.peer_info() else {
+        return Offered { tools: true, resources: true, prompts: true };
+    };
+    let caps = &info.capabilities;
+    Offered { tools: caps.tools.is_some(), resources: caps.resources.is_some(), prompts: caps.prompts.is_some() }
+}
+
+/// Re-read one list after the upstream said it changed, and publish the new manifest.
+async fn refresh(up: &Upstream, peer: &Peer<RoleClient>, offered: Offered, kind: Refresh, index: usize, env: &SupervisorEnv) {
+    let Some(current) = up.manifest() else { return };
+    let mut m = Manifest::clone(&current);
+    let read = async {
+        match kind {
+            Refresh::Tools if offered.tools => {
+                m.tools = peer.list_all_tools().await?;
+                m.tools.iter_mut().for_each(manifest::normalise_tool);
+            }
+            Refresh::Resources if offered.resources => {
+                m.resources = peer.list_all_resources().await?;
+                m.templates = peer.list_all_resource_templates().await.unwrap_or_default();
+            }
+            Refresh::Prompts if offered.prompts => m.prompts = peer.list_all_prompts().await?,
+            _ => {}
+        }
+        Ok::<_, rmcp::service::ServiceError>(())
+    };
+    match tokio::time::timeout(env.config.call_timeout, read).await {
+        Ok(Ok(())) => {
+            up.manifest.store(Some(Arc::new(m)));
+            let _ = env.changed.send((index, kind));
+        }
+        Ok(Err(error)) => tracing::warn!(upstream = %up.spec.name, %error, "re-reading the manifest failed"),
+        Err(_) => tracing::warn!(upstream = %up.spec.name, "re-reading the manifest timed out"),
+    }
+}
+
+/// Whether the connection negotiated the stateless 2026-07-28 era (notifications then arrive
+/// only on `subscriptions/listen` streams).
+fn speaks_2026(peer: &Peer<RoleClient>) -> bool {
+    peer.peer_info()
+        .is_some_and(|i| i.protocol_version.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
+/// A 2026-07-28 upstream sends `list_changed` only on a `subscriptions/listen` stream: open one
+/// for the life of the connection and turn its notices into manifest refreshes.
+async fn listen_for_changes(up: &Upstream, peer: &Peer<RoleClient>, refresh: mpsc::UnboundedSender<Refresh>) {
+    let filter = SubscriptionFilter::builder().tools_list_changed().prompts_list_changed().resources_list_changed().build();
+    match tokio::time::timeout(Duration::from_secs(10), peer.listen(filter)).await {
+        Ok(Ok(mut sub)) => {
+            tokio::spawn(async move {
+                while let Ok(Some(n)) = sub.next().await {
+                    let kind = match n {
+                        ServerNotification::ToolListChangedNotification(_) => Refresh::Tools,
+                        ServerNotification::PromptListChangedNotification(_) => Refresh::Prompts,
+                        ServerNotification::ResourceListChangedNotification(_) => Refresh::Resources,
+                        _ => continue,
+                    };
+                    if refresh.send(kind).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Err(error)) => tracing::debug!(upstream = %up.spec.name, %error, "no list_changed subscription"),
+        Err(_) => tracing::warn!(upstream = %up.spec.name, "subscriptions/listen not acknowledged in 10 s"),
+    }
+}
+
+/// Ask the upstream to report updates of `uri` (its own URI) to the hub, once per connection:
+/// `resources/subscribe` for a 2025-era upstream, a `subscriptions/listen` stream for a
+/// 2026-07-28 one.
+pub async fn watch_resource(
+    up: &Upstream,
+    uri: &str,
+    limit: Duration,
+    ct: &CancellationToken,
+) -> Result<(), crate::error::GatewayError> {
+    use crate::error::GatewayError;
+    let peer = crate::pipeline::dispatch::connected(up)?;
+    let fresh = up.watched.lock().map(|mut w| w.insert(uri.to_owned())).unwrap_or(false);
+    if !fresh {
+        return Ok(());
+    }
+    let name = up.spec.name.clone();
+    let forget = || {
+        if let Ok(mut w) = up.watched.lock() {
+            w.remove(uri);
+        }
+    };
+    let request = async {
+        if speaks_2026(&peer) {
+            let filter = SubscriptionFilter::builder().resource_subscription(uri).build();
+            let mut sub = peer.listen(filter).await.map_err(|e| GatewayError::from_service(&name, e))?;
+            let shared = up.shared.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(n)) = sub.next().await {
+                    if let ServerNotification::ResourceUpdatedNotification(u) = n {
+                        let exposed = crate::decide::names::expose_uri(&shared.prefix, &u.params.uri);
+                        shared.hub.publish(crate::gateway::hub::AgentEvent::ResourceUpdated(exposed));
+                    }
+                }
+            });
+            Ok(())
+        } else {
+            #[expect(deprecated, reason = "resources/subscribe is how 2025-era upstreams report updates")]
+            let r = peer.subscribe(rmcp::model::SubscribeRequestParams::new(uri)).await;
+            r.map_err(|e| GatewayError::from_service(&name, e))
+        }
+    };
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(limit, request) => r.unwrap_or_else(|_| Err(GatewayError::Timeout { name: name.clone(), after: limit })),
+        () = ct.cancelled() => Err(GatewayError::Cancelled),
+    };
+    if outcome.is_err() {
+        forget();
+    }
+    outcome
+}
