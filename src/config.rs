@@ -125,7 +125,8 @@ impl Config {
         if let Some(file) = &file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        let figment = figment.merge(Env::prefixed("WARDEN_").split("__"));
+        // WARDEN_CONFIG (the file) and WARDEN_LOG (the log filter) are not config keys.
+        let figment = figment.merge(Env::prefixed("WARDEN_").ignore(&["CONFIG", "LOG"]).split("__"));
         Self::resolve(figment.extract()?, base.as_deref())
     }
 

@@ -169,7 +169,7 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                         r = &mut waiting => break format!("connection closed ({r:?})"),
                         () = env.shutdown.cancelled() => {
                             ct.cancel();
-                            let _ = tokio::time::timeout(Duration::from_secs(3), &mut waiting).await;
+                            let _ = tokio::time::timeout(Duration::from_secs(1), &mut waiting).await;
                             break "gateway shutting down".to_owned();
                         }
                         Some(kind) = refresh_rx.recv() => refresh(&up, &peer, offered, kind, index, &env).await,
