@@ -10,7 +10,7 @@ use rmcp::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, GetPromptRequestParams,
     GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, Reference,
+    ListToolsResult, LoggingLevel, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, Reference,
     ResourceContents, ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, ServerNotification,
     SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
@@ -30,13 +30,15 @@ pub struct AgentSession {
     who: Authenticated,
     chain_id: Arc<str>,
     subscribed: Arc<Mutex<HashSet<String>>>,
+    /// The level a 2025-era agent set with `logging/setLevel` (`None`: everything).
+    log_level: Arc<Mutex<Option<LoggingLevel>>>,
 }
 
 impl AgentSession {
     /// A session for `who`.
     pub fn new(gw: Arc<Gateway>, who: Authenticated) -> Self {
         let chain_id = format!("chain-{}", gw.hub.next_id()).into();
-        Self { gw, who, chain_id, subscribed: Arc::default() }
+        Self { gw, who, chain_id, subscribed: Arc::default(), log_level: Arc::default() }
     }
 
     fn limit(&self) -> std::time::Duration {
@@ -151,12 +153,22 @@ impl ServerHandler for AgentSession {
         Ok(ListToolsResult::with_all_items(self.gw.catalog.load().tools.clone()))
     }
 
+    /// Lets rmcp validate SEP-2243 `Mcp-Param-*` headers against the exposed schema.
+    fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
+        self.gw.catalog.load().tool_def(name).cloned()
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        pipeline::call_tool(&self.gw, &self.who, &self.chain_id, request, &context).await
+        let level = if dispatch::agent_is_legacy(&context) {
+            Some(self.log_level.lock().ok().and_then(|l| *l).unwrap_or(LoggingLevel::Debug))
+        } else {
+            None
+        };
+        pipeline::call_tool(&self.gw, &self.who, &self.chain_id, request, &context, level).await
     }
 
     async fn list_resources(
@@ -290,8 +302,11 @@ impl ServerHandler for AgentSession {
     }
 
     async fn set_level(&self, request: SetLevelRequestParams, _context: RequestContext<RoleServer>) -> Result<(), McpError> {
-        // Logging levels are per upstream connection; the gateway passes the agent's wish to
-        // every connected upstream that offers logging (best effort).
+        if let Ok(mut l) = self.log_level.lock() {
+            *l = Some(request.level);
+        }
+        // 2025-era upstreams keep a level per connection: pass the agent's wish on (best
+        // effort); 2026-07-28 upstreams get it on each call instead.
         for up in &self.gw.upstreams {
             if let Some(peer) = up.connection()
                 && peer.peer_info().is_some_and(|i| i.capabilities.logging.is_some())

@@ -20,6 +20,8 @@ pub struct ToolRoute {
     pub original: String,
     /// Its action class from the registry.
     pub class: ActionClass,
+    /// Index of its exposed definition in [`Catalog::tools`].
+    pub def: usize,
 }
 
 /// All exposed items and their routes.
@@ -68,10 +70,13 @@ impl Catalog {
                 owner.insert(exposed.clone(), &spec.name);
                 let mut t = tool.clone();
                 t.name = exposed.clone().into();
-                c.tool_routes.insert(
-                    exposed,
-                    ToolRoute { upstream: i, original: tool.name.to_string(), class: spec.action_class(&tool.name) },
-                );
+                let route = ToolRoute {
+                    upstream: i,
+                    original: tool.name.to_string(),
+                    class: spec.action_class(&tool.name),
+                    def: c.tools.len(),
+                };
+                c.tool_routes.insert(exposed, route);
                 c.tools.push(t);
             }
             for prompt in &m.prompts {
@@ -117,6 +122,11 @@ impl Catalog {
     /// The route of an exposed tool name.
     pub fn tool(&self, exposed: &str) -> Option<&ToolRoute> {
         self.tool_routes.get(exposed)
+    }
+
+    /// The exposed definition of a tool.
+    pub fn tool_def(&self, exposed: &str) -> Option<&Tool> {
+        self.tool_routes.get(exposed).and_then(|r| self.tools.get(r.def))
     }
 
     /// The upstream and own name of an exposed prompt.

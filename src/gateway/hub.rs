@@ -54,23 +54,26 @@ impl Hub {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Route progress for an upstream call back to `agent` under its own `token`. The upstream
-    /// sees a gateway token, so tokens of different agents never mix. Dropping the guard ends
-    /// the route.
-    pub fn route_progress(&self, agent: Peer<RoleServer>, token: ProgressToken) -> ProgressRoute<'_> {
-        let key = format!("warden-{}", self.next_id());
+    /// Route progress that upstream `upstream` reports under `upstream_token` (the token rmcp
+    /// put on our request) back to `agent` under the agent's own `token`. Dropping the guard
+    /// ends the route.
+    pub fn route_progress(
+        &self,
+        upstream: &str,
+        upstream_token: &ProgressToken,
+        agent: Peer<RoleServer>,
+        token: ProgressToken,
+    ) -> ProgressRoute<'_> {
+        let key = progress_key(upstream, upstream_token);
         if let Ok(mut map) = self.progress.lock() {
             map.insert(key.clone(), (agent, token));
         }
         ProgressRoute { hub: self, key }
     }
 
-    /// Deliver an upstream's progress notification to the agent that asked for it.
-    pub async fn forward_progress(&self, mut params: ProgressNotificationParam) {
-        let key = match &params.progress_token.0 {
-            NumberOrString::String(s) => s.to_string(),
-            NumberOrString::Number(n) => n.to_string(),
-        };
+    /// Deliver upstream `upstream`'s progress notification to the agent that asked for it.
+    pub async fn forward_progress(&self, upstream: &str, mut params: ProgressNotificationParam) {
+        let key = progress_key(upstream, &params.progress_token);
         let route = self.progress.lock().ok().and_then(|map| map.get(&key).cloned());
         let Some((agent, token)) = route else {
             tracing::debug!(token = %key, "progress for no pending call; dropped");
@@ -83,18 +86,18 @@ impl Hub {
     }
 }
 
+fn progress_key(upstream: &str, token: &ProgressToken) -> String {
+    match &token.0 {
+        NumberOrString::String(s) => format!("{upstream}\u{0}s{s}"),
+        NumberOrString::Number(n) => format!("{upstream}\u{0}n{n}"),
+    }
+}
+
 /// A live progress route; removed on drop.
 #[derive(Debug)]
 pub struct ProgressRoute<'a> {
     hub: &'a Hub,
     key: String,
-}
-
-impl ProgressRoute<'_> {
-    /// The token to send upstream.
-    pub fn upstream_token(&self) -> ProgressToken {
-        ProgressToken(NumberOrString::String(self.key.clone().into()))
-    }
 }
 
 impl Drop for ProgressRoute<'_> {

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, InputRequest, InputRequiredResult, InputResponses, ProtocolVersion,
-    RequestMetaObject, ResultType,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest, InputRequest,
+    InputRequiredResult, InputResponses, LoggingLevel, ProtocolVersion, RequestMetaObject, ResultType, ServerResult,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer};
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -58,29 +58,88 @@ pub async fn call_tool(
     mut params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
     limit: Duration,
+    session_log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, GatewayError> {
     let peer = connected(up)?;
-    let call_id = gw.hub.next_id();
-    let _inflight = up.shared.inflight.enter(call_id, ctx.peer.clone());
-    let progress = ctx.meta.get_progress_token().map(|token| gw.hub.route_progress(ctx.peer.clone(), token));
+    let _inflight = up.shared.inflight.enter(gw.hub.next_id(), ctx.peer.clone());
     params.name = original.to_owned().into();
-    params.meta = progress.as_ref().map(|p| RequestMetaObject::with_progress_token(p.upstream_token()));
+    params.meta = None;
     let legacy = agent_is_legacy(ctx);
     // Only a 2025-era agent needs the arguments again (the gateway drives its input rounds).
-    let retry = legacy.then(|| params.clone());
+    let mut retry = legacy.then(|| params.clone());
     let name = &up.spec.name;
     bounded(up, limit, ctx, async {
-        let mut response = peer.call_tool_once(params).await.map_err(|e| GatewayError::from_service(name, e))?;
-        let (Some(mut again), true) = (retry, legacy) else { return Ok(finish(response)) };
+        let mut response = send_call(gw, up, &peer, params, ctx, session_log_level).await?;
         for _ in 0..MAX_INPUT_ROUNDS {
-            let CallToolResponse::InputRequired(ir) = response else { return Ok(finish(response)) };
-            again.input_responses = Some(ask_agent(name, ctx, &ir).await?);
-            again.request_state = ir.request_state;
-            response = peer.call_tool_once(again.clone()).await.map_err(|e| GatewayError::from_service(name, e))?;
+            let (CallToolResponse::InputRequired(ir), Some(again)) = (&response, retry.as_mut()) else {
+                return Ok(finish(response));
+            };
+            again.input_responses = Some(ask_agent(name, ctx, ir).await?);
+            again.request_state.clone_from(&ir.request_state);
+            let next = again.clone();
+            response = send_call(gw, up, &peer, next, ctx, session_log_level).await?;
         }
         Err(GatewayError::Input { name: name.clone(), detail: format!("more than {MAX_INPUT_ROUNDS} rounds") })
     })
     .await
+}
+
+/// One `tools/call` upstream. The upstream learns the agent's capabilities (so it asks only
+/// for input the agent can give) and nothing else of the agent's `_meta`; progress it reports
+/// under the token rmcp put on the request is routed back to the agent's own token. Dropping
+/// this future (agent cancelled, time limit) tells the upstream `notifications/cancelled`.
+async fn send_call(
+    gw: &Gateway,
+    up: &Upstream,
+    peer: &Peer<RoleClient>,
+    params: CallToolRequestParams,
+    ctx: &RequestContext<RoleServer>,
+    session_log_level: Option<LoggingLevel>,
+) -> Result<CallToolResponse, GatewayError> {
+    let name = &up.spec.name;
+    let mut meta = RequestMetaObject::new();
+    if let Some(caps) = ctx.client_capabilities() {
+        meta.set_client_capabilities(caps);
+    }
+    // A 2026-07-28 upstream logs only at the level a request names: the agent's own, or for a
+    // 2025-era agent the level of its session (everything until it sets one).
+    if let Some(level) = ctx.meta.log_level().or(session_log_level) {
+        meta.set_log_level(level);
+    }
+    let mut options = PeerRequestOptions::no_options();
+    options.meta = Some(meta);
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+    let handle = peer.send_request_with_option(request, options).await.map_err(|e| GatewayError::from_service(name, e))?;
+    let _route = ctx
+        .meta
+        .get_progress_token()
+        .map(|token| gw.hub.route_progress(name, &handle.progress_token, ctx.peer.clone(), token));
+    let mut cancel = CancelOnDrop { peer: Some(peer.clone()), id: handle.id.clone() };
+    let result = handle.await_response().await;
+    cancel.peer = None;
+    match result.map_err(|e| GatewayError::from_service(name, e))? {
+        ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+        ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
+        ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+        other => Err(GatewayError::Transport { name: name.clone(), detail: format!("unexpected answer to tools/call: {other:?}") }),
+    }
+}
+
+/// Sends `notifications/cancelled` for a request still pending when dropped.
+struct CancelOnDrop {
+    peer: Option<Peer<RoleClient>>,
+    id: rmcp::model::RequestId,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(peer) = self.peer.take() {
+            let params = CancelledNotificationParam::new(Some(self.id.clone()), Some("cancelled by the agent or the gateway's time limit".to_owned()));
+            tokio::spawn(async move {
+                let _ = peer.notify_cancelled(params).await;
+            });
+        }
+    }
 }
 
 /// 2026-07-28 agents reject a result without `resultType`; 2025-era agents get it stripped by

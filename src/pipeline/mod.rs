@@ -1,5 +1,6 @@
 //! THE request path of a `tools/call`. One explicit function calls each stage in order; the
 //! order is a security property, so each constraint is written where it applies.
+#![expect(deprecated, reason = "the logging level of 2025-era agents (SEP-2577 deprecates logging) is passed on to upstreams")]
 
 pub mod audit;
 pub mod authenticate;
@@ -7,7 +8,7 @@ pub mod dispatch;
 pub mod resolve;
 
 use rmcp::ErrorData as McpError;
-use rmcp::model::{CallToolRequestParams, CallToolResponse};
+use rmcp::model::{CallToolRequestParams, CallToolResponse, LoggingLevel};
 use rmcp::service::{RequestContext, RoleServer};
 
 use crate::error::GatewayError;
@@ -21,10 +22,11 @@ pub async fn call_tool(
     chain_id: &str,
     params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
+    log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, McpError> {
     let request_id = gw.hub.next_id();
     let mut draft = audit::Draft::start(request_id, who, &params.name, params.arguments.as_ref(), chain_id.to_owned());
-    let outcome = stages(gw, params, ctx, &mut draft).await;
+    let outcome = stages(gw, params, ctx, log_level, &mut draft).await;
     // Audit runs after success and failure alike, before the agent hears the answer.
     let row = draft.finish(&outcome);
     if let Err(error) = gw.audit.record(row).await {
@@ -41,6 +43,7 @@ async fn stages(
     gw: &Gateway,
     params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
+    log_level: Option<LoggingLevel>,
     draft: &mut audit::Draft,
 ) -> Result<CallToolResponse, GatewayError> {
     // resolve: before anything touches an upstream, the name must be one we expose.
@@ -50,5 +53,5 @@ async fn stages(
     draft.resolved(gw, &route);
     let up = gw.upstream(route.upstream)?;
     // dispatch: last, under the time limit and the agent's cancellation.
-    dispatch::call_tool(gw, up, &route.original, params, ctx, gw.config.upstream.call_timeout).await
+    dispatch::call_tool(gw, up, &route.original, params, ctx, gw.config.upstream.call_timeout, log_level).await
 }

@@ -84,7 +84,7 @@ impl ClientHandler for UpstreamClient {
     }
 
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
-        self.shared.hub.forward_progress(params).await;
+        self.shared.hub.forward_progress(&self.shared.name, params).await;
     }
 
     async fn on_logging_message(
