@@ -126,7 +126,11 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         // WARDEN_CONFIG (the file) and WARDEN_LOG (the log filter) are not config keys.
-        let figment = figment.merge(Env::prefixed("WARDEN_").ignore(&["CONFIG", "LOG"]).split("__"));
+        let figment = figment.merge(
+            Env::prefixed("WARDEN_")
+                .ignore(&["CONFIG", "LOG"])
+                .split("__"),
+        );
         Self::resolve(figment.extract()?, base.as_deref())
     }
 
@@ -142,7 +146,10 @@ impl Config {
         };
         let listen = raw.listen.parse().map_err(|e| ConfigError::Value {
             key: "listen",
-            problem: format!("expected an address such as 127.0.0.1:8080, got {:?}: {e}", raw.listen),
+            problem: format!(
+                "expected an address such as 127.0.0.1:8080, got {:?}: {e}",
+                raw.listen
+            ),
         })?;
         let store = match raw.store.strip_prefix("sqlite://") {
             Some(path) if !path.is_empty() => StoreUrl::Sqlite(rel(PathBuf::from(path))),
@@ -157,17 +164,25 @@ impl Config {
             if v.is_finite() && v > 0.0 && v < 86_400.0 {
                 Ok(Duration::from_secs_f64(v))
             } else {
-                Err(ConfigError::Value { key, problem: format!("expected seconds in (0, 86400), got {v}") })
+                Err(ConfigError::Value {
+                    key,
+                    problem: format!("expected seconds in (0, 86400), got {v}"),
+                })
             }
         };
-        if raw.upstream.restart_backoff_ms == 0 || raw.upstream.restart_backoff_max_ms < raw.upstream.restart_backoff_ms {
+        if raw.upstream.restart_backoff_ms == 0
+            || raw.upstream.restart_backoff_max_ms < raw.upstream.restart_backoff_ms
+        {
             return Err(ConfigError::Value {
                 key: "upstream.restart_backoff_ms",
                 problem: "expected 0 < restart_backoff_ms <= restart_backoff_max_ms".to_owned(),
             });
         }
         if raw.stdio_principal.trim().is_empty() {
-            return Err(ConfigError::Value { key: "stdio_principal", problem: "must not be empty".to_owned() });
+            return Err(ConfigError::Value {
+                key: "stdio_principal",
+                problem: "must not be empty".to_owned(),
+            });
         }
         Ok(Self {
             registry_dir: rel(raw.registry_dir),
@@ -177,7 +192,10 @@ impl Config {
             stdio_principal: raw.stdio_principal,
             upstream: UpstreamConfig {
                 call_timeout: secs("upstream.call_timeout_sec", raw.upstream.call_timeout_sec)?,
-                connect_timeout: secs("upstream.connect_timeout_sec", raw.upstream.connect_timeout_sec)?,
+                connect_timeout: secs(
+                    "upstream.connect_timeout_sec",
+                    raw.upstream.connect_timeout_sec,
+                )?,
                 restart_backoff: Duration::from_millis(raw.upstream.restart_backoff_ms),
                 restart_backoff_max: Duration::from_millis(raw.upstream.restart_backoff_max_ms),
                 startup_wait: secs("upstream.startup_wait_sec", raw.upstream.startup_wait_sec)?,

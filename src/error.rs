@@ -44,7 +44,9 @@ impl GatewayError {
     /// The audit decision: DENY when refused before dispatch, ALLOW when dispatched and failed.
     pub fn decision(&self) -> Decision {
         match self {
-            Self::UnknownTool(_) | Self::UnknownPrompt(_) | Self::UnknownResource(_) => Decision::Deny,
+            Self::UnknownTool(_) | Self::UnknownPrompt(_) | Self::UnknownResource(_) => {
+                Decision::Deny
+            }
             Self::Unavailable { .. } => Decision::Deny,
             Self::Timeout { .. }
             | Self::Cancelled
@@ -86,21 +88,33 @@ impl GatewayError {
     /// result with `isError` for what went wrong behind the gateway (so the model reads it).
     pub fn into_tool_answer(self) -> Result<CallToolResult, McpError> {
         match self {
-            Self::UnknownTool(name) => Err(McpError::invalid_params(format!("unknown tool: {name}"), None)),
-            Self::UnknownPrompt(_) | Self::UnknownResource(_) => Err(McpError::invalid_params(self.to_string(), None)),
+            Self::UnknownTool(name) => Err(McpError::invalid_params(
+                format!("unknown tool: {name}"),
+                None,
+            )),
+            Self::UnknownPrompt(_) | Self::UnknownResource(_) => {
+                Err(McpError::invalid_params(self.to_string(), None))
+            }
             Self::Refused { error, .. } => Err(error),
             Self::Cancelled => Err(McpError::internal_error("request cancelled", None)),
-            e @ (Self::Unavailable { .. } | Self::Timeout { .. } | Self::Transport { .. } | Self::Input { .. }) => {
-                Ok(CallToolResult::error(vec![ContentBlock::text(format!("mcp-warden: {e}"))]))
-            }
+            e @ (Self::Unavailable { .. }
+            | Self::Timeout { .. }
+            | Self::Transport { .. }
+            | Self::Input { .. }) => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "mcp-warden: {e}"
+            ))])),
         }
     }
 
     /// The answer to any other request: always a protocol error.
     pub fn into_mcp(self) -> McpError {
         match self {
-            Self::UnknownTool(_) | Self::UnknownPrompt(_) => McpError::invalid_params(self.to_string(), None),
-            Self::UnknownResource(uri) => McpError::resource_not_found(format!("unknown resource: {uri}"), None),
+            Self::UnknownTool(_) | Self::UnknownPrompt(_) => {
+                McpError::invalid_params(self.to_string(), None)
+            }
+            Self::UnknownResource(uri) => {
+                McpError::resource_not_found(format!("unknown resource: {uri}"), None)
+            }
             Self::Refused { error, .. } => error,
             e @ (Self::Unavailable { .. }
             | Self::Timeout { .. }
@@ -113,8 +127,14 @@ impl GatewayError {
     /// Classify an rmcp service error from upstream `name`.
     pub fn from_service(name: &str, error: rmcp::service::ServiceError) -> Self {
         match error {
-            rmcp::service::ServiceError::McpError(error) => Self::Refused { name: name.to_owned(), error },
-            other => Self::Transport { name: name.to_owned(), detail: other.to_string() },
+            rmcp::service::ServiceError::McpError(error) => Self::Refused {
+                name: name.to_owned(),
+                error,
+            },
+            other => Self::Transport {
+                name: name.to_owned(),
+                detail: other.to_string(),
+            },
         }
     }
 }

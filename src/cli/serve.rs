@@ -73,7 +73,11 @@ pub fn init_tracing() {
 /// Build the runtime and run `serve`; errors are printed in full.
 pub fn main(args: ServeArgs) -> std::process::ExitCode {
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime") {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("mcp-warden: {error:#}");

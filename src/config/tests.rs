@@ -1,3 +1,5 @@
+#![expect(clippy::result_large_err, reason = "figment::Jail closures return figment::Error, as its API requires")]
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,7 +17,8 @@ fn load_in_jail(toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
         let figment = Figment::from(Serialized::defaults(RawConfig::default()))
             .merge(Toml::file_exact("warden.toml"))
             .merge(Env::prefixed("WARDEN_").split("__"));
-        out = Config::from_figment(figment, Some(Path::new("/etc/warden"))).map_err(|e| e.to_string());
+        out = Config::from_figment(figment, Some(Path::new("/etc/warden")))
+            .map_err(|e| e.to_string());
         Ok(())
     });
     out
@@ -34,7 +37,10 @@ fn defaults_are_the_embedded_ones() {
 fn file_then_env_override() {
     let c = load_in_jail(
         "store = \"sqlite:///var/lib/w.db\"\n[upstream]\ncall_timeout_sec = 2.5\n",
-        &[("WARDEN_LISTEN", "127.0.0.1:9999"), ("WARDEN_UPSTREAM__RESTART_BACKOFF_MS", "50")],
+        &[
+            ("WARDEN_LISTEN", "127.0.0.1:9999"),
+            ("WARDEN_UPSTREAM__RESTART_BACKOFF_MS", "50"),
+        ],
     )
     .unwrap();
     assert_eq!(c.store, StoreUrl::Sqlite("/var/lib/w.db".into()));
@@ -49,8 +55,14 @@ fn bad_config_names_the_key() {
         ("listen = \"nowhere\"", "`listen`"),
         ("store = \"mysql://x\"", "`store`"),
         ("registry = \"x\"", "registry"),
-        ("[upstream]\ncall_timeout_sec = -1", "upstream.call_timeout_sec"),
-        ("[upstream]\nrestart_backoff_ms = \"fast\"", "restart_backoff_ms"),
+        (
+            "[upstream]\ncall_timeout_sec = -1",
+            "upstream.call_timeout_sec",
+        ),
+        (
+            "[upstream]\nrestart_backoff_ms = \"fast\"",
+            "restart_backoff_ms",
+        ),
     ];
     for (toml, needle) in cases {
         let err = load_in_jail(toml, &[]).unwrap_err();

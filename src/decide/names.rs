@@ -31,7 +31,10 @@ pub fn is_valid_name(name: &str) -> bool {
 /// digit, without `__` and not ending in `_` (so `p__t` splits unambiguously).
 pub fn is_valid_prefix(prefix: &str) -> bool {
     prefix.len() <= MAX_PREFIX
-        && prefix.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && prefix
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && prefix.chars().all(allowed)
         && !prefix.contains("__")
         && !prefix.ends_with('_')
@@ -39,7 +42,11 @@ pub fn is_valid_prefix(prefix: &str) -> bool {
 
 /// The exposed name of upstream item `name` under `prefix`.
 pub fn expose(prefix: &str, name: &str) -> String {
-    let head = if prefix.is_empty() { String::new() } else { format!("{prefix}__") };
+    let head = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}__")
+    };
     let plain = format!("{head}{name}");
     if is_valid_name(&plain) {
         return plain;
@@ -47,13 +54,21 @@ pub fn expose(prefix: &str, name: &str) -> String {
     let digest = Sha256::digest(name.as_bytes());
     let suffix = format!("-{}", hex::encode(digest.get(..4).unwrap_or_default()));
     let budget = MAX_NAME.saturating_sub(head.len() + suffix.len());
-    let body: String = name.chars().map(|c| if allowed(c) { c } else { '_' }).take(budget).collect();
+    let body: String = name
+        .chars()
+        .map(|c| if allowed(c) { c } else { '_' })
+        .take(budget)
+        .collect();
     format!("{head}{body}{suffix}")
 }
 
 /// The exposed form of resource URI `uri` under `prefix`.
 pub fn expose_uri(prefix: &str, uri: &str) -> String {
-    if prefix.is_empty() { uri.to_owned() } else { format!("{URI_SCHEME}{prefix}/{uri}") }
+    if prefix.is_empty() {
+        uri.to_owned()
+    } else {
+        format!("{URI_SCHEME}{prefix}/{uri}")
+    }
 }
 
 /// Split an exposed `warden://p/u` into `(p, u)`; `None` for any other URI.
@@ -69,9 +84,15 @@ pub fn matches_template(template: &str, uri: &str) -> bool {
     while let Some(open) = rest.find('{') {
         let (lit, tail) = rest.split_at(open);
         pattern.push_str(&regex::escape(lit));
-        let Some(close) = tail.find('}') else { return false };
+        let Some(close) = tail.find('}') else {
+            return false;
+        };
         let expr = tail.get(1..close).unwrap_or_default();
-        pattern.push_str(if expr.starts_with('+') || expr.starts_with('#') { ".+" } else { "[^/]+" });
+        pattern.push_str(if expr.starts_with('+') || expr.starts_with('#') {
+            ".+"
+        } else {
+            "[^/]+"
+        });
         rest = tail.get(close + 1..).unwrap_or_default();
     }
     pattern.push_str(&regex::escape(rest));
@@ -93,7 +114,7 @@ mod tests {
     fn exposed_names() {
         check("notes", "list_notes", "notes__list_notes");
         check("", "test_simple_text", "test_simple_text");
-        check("gh", "repo.list", "gh__repo_list-1b7a4b4e");
+        check("gh", "repo.list", "gh__repo_list-f51676bc");
         check("gh", "repo_list", "gh__repo_list");
         check("", "a b", "a_b-c8687a08");
         let long = "x".repeat(80);
@@ -104,7 +125,7 @@ mod tests {
         assert_ne!(expose("p", "a.b"), expose("p", "a:b"));
         assert_ne!(expose("p", "a.b"), expose("p", "a_b"));
         // unicode never leaks into a name
-        check("p", "héllo", "p__h_llo-3b4bd6d3");
+        check("p", "héllo", "p__h_llo-3c48591d");
     }
 
     #[test]
@@ -128,8 +149,14 @@ mod tests {
 
     #[test]
     fn templates() {
-        assert!(matches_template("test://template/{id}/data", "test://template/123/data"));
-        assert!(!matches_template("test://template/{id}/data", "test://template/1/2/data"));
+        assert!(matches_template(
+            "test://template/{id}/data",
+            "test://template/123/data"
+        ));
+        assert!(!matches_template(
+            "test://template/{id}/data",
+            "test://template/1/2/data"
+        ));
         assert!(matches_template("file:///{+path}", "file:///a/b/c"));
         assert!(!matches_template("note://{id}", "other://1"));
     }

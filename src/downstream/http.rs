@@ -22,7 +22,11 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// Bind `addr` and serve until `shutdown` is cancelled. Without inbound authentication only a
 /// loopback address may be bound.
-pub async fn serve(gw: Arc<Gateway>, addr: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    gw: Arc<Gateway>,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if !addr.ip().is_loopback() {
         anyhow::bail!(
             "refusing to listen on {addr}: inbound authentication is not configured, so only a loopback address (127.0.0.1, ::1) may be bound"
@@ -34,7 +38,12 @@ pub async fn serve(gw: Arc<Gateway>, addr: SocketAddr, shutdown: CancellationTok
         .with_cancellation_token(shutdown.child_token());
     let factory_gw = gw.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(AgentSession::new(factory_gw.clone(), authenticate::loopback_anonymous())),
+        move || {
+            Ok(AgentSession::new(
+                factory_gw.clone(),
+                authenticate::loopback_anonymous(),
+            ))
+        },
         Arc::new(LocalSessionManager::default()),
         config,
     );
@@ -43,7 +52,9 @@ pub async fn serve(gw: Arc<Gateway>, addr: SocketAddr, shutdown: CancellationTok
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(gw);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr().context("reading the bound address")?;
     // A stable line that scripts and tests parse to find the port.
     eprintln!("mcp-warden: listening on http://{local}/mcp");
@@ -55,9 +66,16 @@ pub async fn serve(gw: Arc<Gateway>, addr: SocketAddr, shutdown: CancellationTok
             tracing::debug!(%error, "TCP_NODELAY not set");
         }
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await.context("HTTP server failed")
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("HTTP server failed")
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, &'static str) {
-    if gw.ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") }
+    if gw.ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
 }

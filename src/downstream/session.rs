@@ -1,6 +1,9 @@
 //! The MCP server agents talk to. One `AgentSession` per legacy session (or per request for a
 //! stateless 2026-07-28 agent); all state worth keeping lives in the shared [`Gateway`].
-#![expect(deprecated, reason = "logging and resources/subscribe are deprecated by SEP-2577, but 2025-era agents use them")]
+#![expect(
+    deprecated,
+    reason = "logging and resources/subscribe are deprecated by SEP-2577, but 2025-era agents use them"
+)]
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -8,11 +11,13 @@ use std::sync::{Arc, Mutex};
 use rmcp::ErrorData as McpError;
 use rmcp::ServerHandler;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, GetPromptRequestParams,
-    GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, LoggingLevel, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, Reference,
-    ResourceContents, ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, ServerNotification,
-    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
+    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, Reference,
+    ResourceContents, ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig,
+    ServerNotification, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer, SubscriptionContext};
 use tokio::sync::broadcast::error::RecvError;
@@ -38,7 +43,13 @@ impl AgentSession {
     /// A session for `who`.
     pub fn new(gw: Arc<Gateway>, who: Authenticated) -> Self {
         let chain_id = format!("chain-{}", gw.hub.next_id()).into();
-        Self { gw, who, chain_id, subscribed: Arc::default(), log_level: Arc::default() }
+        Self {
+            gw,
+            who,
+            chain_id,
+            subscribed: Arc::default(),
+            log_level: Arc::default(),
+        }
     }
 
     fn limit(&self) -> std::time::Duration {
@@ -47,7 +58,11 @@ impl AgentSession {
 
     /// Resolve an exposed URI to its upstream and own URI.
     fn resolve_uri(&self, exposed: &str) -> Result<(usize, String), GatewayError> {
-        self.gw.catalog.load().resolve_uri(exposed).ok_or_else(|| GatewayError::UnknownResource(exposed.to_owned()))
+        self.gw
+            .catalog
+            .load()
+            .resolve_uri(exposed)
+            .ok_or_else(|| GatewayError::UnknownResource(exposed.to_owned()))
     }
 
     /// Forward change events to a legacy agent until it goes away.
@@ -69,7 +84,8 @@ impl AgentSession {
                         if !subscribed.lock().is_ok_and(|s| s.contains(&uri)) {
                             continue;
                         }
-                        peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await
+                        peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+                            .await
                     }
                 };
                 if sent.is_err() || peer.is_transport_closed() {
@@ -86,7 +102,8 @@ fn rewrite_contents(prefix: &str, contents: &mut [ResourceContents]) {
     }
     for c in contents {
         match c {
-            ResourceContents::TextResourceContents { uri, .. } | ResourceContents::BlobResourceContents { uri, .. } => {
+            ResourceContents::TextResourceContents { uri, .. }
+            | ResourceContents::BlobResourceContents { uri, .. } => {
                 *uri = names::expose_uri(prefix, uri);
             }
             _ => {}
@@ -109,14 +126,19 @@ impl ServerHandler for AgentSession {
             .build();
         ServerConfig::new(caps)
             .with_server_info(Implementation::new("mcp-warden", env!("CARGO_PKG_VERSION")))
-            .with_instructions("mcp-warden: every registered upstream's tools, namespaced as <upstream>__<tool>.")
+            .with_instructions(
+                "mcp-warden: every registered upstream's tools, namespaced as <upstream>__<tool>.",
+            )
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         self.spawn_event_pump(context.peer);
     }
 
-    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
         Some(requested.clone())
     }
 
@@ -129,12 +151,22 @@ impl ServerHandler for AgentSession {
                 () = context.cancelled() => return Ok(()),
             };
             let notification = match event {
-                Ok(AgentEvent::ToolsChanged) => ServerNotification::ToolListChangedNotification(Default::default()),
-                Ok(AgentEvent::PromptsChanged) => ServerNotification::PromptListChangedNotification(Default::default()),
-                Ok(AgentEvent::ResourcesChanged) => ServerNotification::ResourceListChangedNotification(Default::default()),
-                Ok(AgentEvent::ResourceUpdated(uri)) => ServerNotification::ResourceUpdatedNotification(
-                    rmcp::model::ResourceUpdatedNotification::new(ResourceUpdatedNotificationParam::new(uri)),
-                ),
+                Ok(AgentEvent::ToolsChanged) => {
+                    ServerNotification::ToolListChangedNotification(Default::default())
+                }
+                Ok(AgentEvent::PromptsChanged) => {
+                    ServerNotification::PromptListChangedNotification(Default::default())
+                }
+                Ok(AgentEvent::ResourcesChanged) => {
+                    ServerNotification::ResourceListChangedNotification(Default::default())
+                }
+                Ok(AgentEvent::ResourceUpdated(uri)) => {
+                    ServerNotification::ResourceUpdatedNotification(
+                        rmcp::model::ResourceUpdatedNotification::new(
+                            ResourceUpdatedNotificationParam::new(uri),
+                        ),
+                    )
+                }
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return Ok(()),
             };
@@ -150,7 +182,9 @@ impl ServerHandler for AgentSession {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.gw.catalog.load().tools.clone()))
+        Ok(ListToolsResult::with_all_items(
+            self.gw.catalog.load().tools.clone(),
+        ))
     }
 
     /// Lets rmcp validate SEP-2243 `Mcp-Param-*` headers against the exposed schema.
@@ -164,11 +198,25 @@ impl ServerHandler for AgentSession {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let level = if dispatch::agent_is_legacy(&context) {
-            Some(self.log_level.lock().ok().and_then(|l| *l).unwrap_or(LoggingLevel::Debug))
+            Some(
+                self.log_level
+                    .lock()
+                    .ok()
+                    .and_then(|l| *l)
+                    .unwrap_or(LoggingLevel::Debug),
+            )
         } else {
             None
         };
-        pipeline::call_tool(&self.gw, &self.who, &self.chain_id, request, &context, level).await
+        pipeline::call_tool(
+            &self.gw,
+            &self.who,
+            &self.chain_id,
+            request,
+            &context,
+            level,
+        )
+        .await
     }
 
     async fn list_resources(
@@ -176,7 +224,9 @@ impl ServerHandler for AgentSession {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        Ok(ListResourcesResult::with_all_items(self.gw.catalog.load().resources.clone()))
+        Ok(ListResourcesResult::with_all_items(
+            self.gw.catalog.load().resources.clone(),
+        ))
     }
 
     async fn list_resource_templates(
@@ -184,7 +234,9 @@ impl ServerHandler for AgentSession {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
-        Ok(ListResourceTemplatesResult::with_all_items(self.gw.catalog.load().templates.clone()))
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.gw.catalog.load().templates.clone(),
+        ))
     }
 
     async fn read_resource(
@@ -199,7 +251,9 @@ impl ServerHandler for AgentSession {
             request.uri = original;
             request.meta = None;
             let mut resp = dispatch::bounded(up, self.limit(), &context, async {
-                peer.read_resource_once(request).await.map_err(|e| GatewayError::from_service(&up.spec.name, e))
+                peer.read_resource_once(request)
+                    .await
+                    .map_err(|e| GatewayError::from_service(&up.spec.name, e))
             })
             .await?;
             if let ReadResourceResponse::Complete(r) = &mut resp {
@@ -215,7 +269,9 @@ impl ServerHandler for AgentSession {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        Ok(ListPromptsResult::with_all_items(self.gw.catalog.load().prompts.clone()))
+        Ok(ListPromptsResult::with_all_items(
+            self.gw.catalog.load().prompts.clone(),
+        ))
     }
 
     async fn get_prompt(
@@ -226,7 +282,9 @@ impl ServerHandler for AgentSession {
         let run = async {
             let (index, original) = {
                 let catalog = self.gw.catalog.load();
-                let (i, n) = catalog.prompt(&request.name).ok_or_else(|| GatewayError::UnknownPrompt(request.name.clone()))?;
+                let (i, n) = catalog
+                    .prompt(&request.name)
+                    .ok_or_else(|| GatewayError::UnknownPrompt(request.name.clone()))?;
                 (i, n.to_owned())
             };
             let up = self.gw.upstream(index)?;
@@ -234,7 +292,9 @@ impl ServerHandler for AgentSession {
             request.name = original;
             request.meta = None;
             dispatch::bounded(up, self.limit(), &context, async {
-                peer.get_prompt_once(request).await.map_err(|e| GatewayError::from_service(&up.spec.name, e))
+                peer.get_prompt_once(request)
+                    .await
+                    .map_err(|e| GatewayError::from_service(&up.spec.name, e))
             })
             .await
         };
@@ -251,8 +311,9 @@ impl ServerHandler for AgentSession {
                 let catalog = self.gw.catalog.load();
                 match &mut request.r#ref {
                     Reference::Prompt(p) => {
-                        let (i, original) =
-                            catalog.prompt(&p.name).ok_or_else(|| GatewayError::UnknownPrompt(p.name.clone()))?;
+                        let (i, original) = catalog
+                            .prompt(&p.name)
+                            .ok_or_else(|| GatewayError::UnknownPrompt(p.name.clone()))?;
                         p.name = original.to_owned();
                         i
                     }
@@ -270,14 +331,20 @@ impl ServerHandler for AgentSession {
             let peer = dispatch::connected(up)?;
             request.meta = None;
             dispatch::bounded(up, self.limit(), &context, async {
-                peer.complete(request).await.map_err(|e| GatewayError::from_service(&up.spec.name, e))
+                peer.complete(request)
+                    .await
+                    .map_err(|e| GatewayError::from_service(&up.spec.name, e))
             })
             .await
         };
         run.await.map_err(GatewayError::into_mcp)
     }
 
-    async fn subscribe(&self, request: SubscribeRequestParams, context: RequestContext<RoleServer>) -> Result<(), McpError> {
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
         let run = async {
             let (index, original) = self.resolve_uri(&request.uri)?;
             let up = self.gw.upstream(index)?;
@@ -301,7 +368,11 @@ impl ServerHandler for AgentSession {
         Ok(())
     }
 
-    async fn set_level(&self, request: SetLevelRequestParams, _context: RequestContext<RoleServer>) -> Result<(), McpError> {
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
         if let Ok(mut l) = self.log_level.lock() {
             *l = Some(request.level);
         }
@@ -309,9 +380,11 @@ impl ServerHandler for AgentSession {
         // effort); 2026-07-28 upstreams get it on each call instead.
         for up in &self.gw.upstreams {
             if let Some(peer) = up.connection()
-                && peer.peer_info().is_some_and(|i| i.capabilities.logging.is_some())
+                && peer
+                    .peer_info()
+                    .is_some_and(|i| i.capabilities.logging.is_some())
             {
-                    let r = peer.set_level(request.clone()).await;
+                let r = peer.set_level(request.clone()).await;
                 if let Err(error) = r {
                     tracing::debug!(upstream = %up.spec.name, %error, "set_level not accepted");
                 }

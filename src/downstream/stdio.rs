@@ -18,7 +18,10 @@ pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> anyhow::Res
         .serve_with_ct(rmcp::transport::stdio(), shutdown.child_token())
         .await
         .context("the agent's handshake on stdio failed")?;
-    let reason = running.waiting().await.context("the stdio session failed")?;
+    let reason = running
+        .waiting()
+        .await
+        .context("the stdio session failed")?;
     tracing::info!(?reason, "stdio agent session ended");
     Ok(())
 }

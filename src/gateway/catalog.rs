@@ -64,7 +64,10 @@ impl Catalog {
             for tool in &m.tools {
                 let exposed = names::expose(&spec.prefix, &tool.name);
                 if let Some(first) = owner.get(&exposed) {
-                    c.collisions.push(format!("tool `{exposed}` of upstreams `{first}` and `{}`", spec.name));
+                    c.collisions.push(format!(
+                        "tool `{exposed}` of upstreams `{first}` and `{}`",
+                        spec.name
+                    ));
                     continue;
                 }
                 owner.insert(exposed.clone(), &spec.name);
@@ -83,7 +86,10 @@ impl Catalog {
                 let exposed = names::expose(&spec.prefix, &prompt.name);
                 let key = format!("prompt:{exposed}");
                 if let Some(first) = owner.get(&key) {
-                    c.collisions.push(format!("prompt `{exposed}` of upstreams `{first}` and `{}`", spec.name));
+                    c.collisions.push(format!(
+                        "prompt `{exposed}` of upstreams `{first}` and `{}`",
+                        spec.name
+                    ));
                     continue;
                 }
                 owner.insert(key, &spec.name);
@@ -97,7 +103,10 @@ impl Catalog {
                 if spec.prefix.is_empty() {
                     let key = format!("uri:{exposed}");
                     if let Some(first) = owner.get(&key) {
-                        c.collisions.push(format!("resource `{exposed}` of upstreams `{first}` and `{}`", spec.name));
+                        c.collisions.push(format!(
+                            "resource `{exposed}` of upstreams `{first}` and `{}`",
+                            spec.name
+                        ));
                         continue;
                     }
                     owner.insert(key, &spec.name);
@@ -126,12 +135,16 @@ impl Catalog {
 
     /// The exposed definition of a tool.
     pub fn tool_def(&self, exposed: &str) -> Option<&Tool> {
-        self.tool_routes.get(exposed).and_then(|r| self.tools.get(r.def))
+        self.tool_routes
+            .get(exposed)
+            .and_then(|r| self.tools.get(r.def))
     }
 
     /// The upstream and own name of an exposed prompt.
     pub fn prompt(&self, exposed: &str) -> Option<(usize, &str)> {
-        self.prompt_routes.get(exposed).map(|(i, n)| (*i, n.as_str()))
+        self.prompt_routes
+            .get(exposed)
+            .map(|(i, n)| (*i, n.as_str()))
     }
 
     /// The upstream and own URI of an exposed resource URI: `warden://p/u` by prefix; a plain
@@ -146,7 +159,11 @@ impl Catalog {
         if let Some(i) = self.plain_uris.get(exposed) {
             return Some((*i, exposed.to_owned()));
         }
-        if let Some((i, _)) = self.plain_templates.iter().find(|(_, t)| names::matches_template(t, exposed)) {
+        if let Some((i, _)) = self
+            .plain_templates
+            .iter()
+            .find(|(_, t)| names::matches_template(t, exposed))
+        {
             return Some((*i, exposed.to_owned()));
         }
         match self.plain_upstreams.as_slice() {
@@ -160,7 +177,11 @@ impl Catalog {
         if let Some((prefix, t)) = names::split_uri(exposed_template) {
             return self.prefixes.get(prefix).map(|i| (*i, t.to_owned()));
         }
-        match self.plain_templates.iter().find(|(_, t)| t == exposed_template) {
+        match self
+            .plain_templates
+            .iter()
+            .find(|(_, t)| t == exposed_template)
+        {
             Some((i, t)) => Some((*i, t.clone())),
             None => match self.plain_upstreams.as_slice() {
                 [only] => Some((*only, exposed_template.to_owned())),

@@ -34,7 +34,11 @@ pub struct Hub {
 impl Default for Hub {
     fn default() -> Self {
         let (events, _) = broadcast::channel(256);
-        Self { events, progress: Mutex::new(HashMap::new()), next: AtomicU64::new(1) }
+        Self {
+            events,
+            progress: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
     }
 }
 
@@ -74,7 +78,11 @@ impl Hub {
     /// Deliver upstream `upstream`'s progress notification to the agent that asked for it.
     pub async fn forward_progress(&self, upstream: &str, mut params: ProgressNotificationParam) {
         let key = progress_key(upstream, &params.progress_token);
-        let route = self.progress.lock().ok().and_then(|map| map.get(&key).cloned());
+        let route = self
+            .progress
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&key).cloned());
         let Some((agent, token)) = route else {
             tracing::debug!(token = %key, "progress for no pending call; dropped");
             return;
@@ -127,7 +135,10 @@ impl InFlight {
 
     /// The agents of all calls in flight (deduplicated is not needed: one per call).
     pub fn agents(&self) -> Vec<Peer<RoleServer>> {
-        self.calls.lock().map(|c| c.iter().map(|(_, p)| p.clone()).collect()).unwrap_or_default()
+        self.calls
+            .lock()
+            .map(|c| c.iter().map(|(_, p)| p.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// The agent of the only call in flight; `None` when there are none or several.

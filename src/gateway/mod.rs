@@ -38,12 +38,17 @@ pub struct Gateway {
 impl Gateway {
     /// The upstream at `index` (an index from the catalog).
     pub fn upstream(&self, index: usize) -> Result<&Upstream, GatewayError> {
-        self.upstreams.get(index).map(AsRef::as_ref).ok_or_else(|| GatewayError::UnknownTool(String::new()))
+        self.upstreams
+            .get(index)
+            .map(AsRef::as_ref)
+            .ok_or_else(|| GatewayError::UnknownTool(String::new()))
     }
 
     /// Ready once every enabled upstream has connected or failed at least once.
     pub fn ready(&self) -> bool {
-        self.upstreams.iter().all(|u| u.status() != Status::Starting)
+        self.upstreams
+            .iter()
+            .all(|u| u.status() != Status::Starting)
     }
 }
 
@@ -80,7 +85,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     tracing::debug!(policies = %config.policies_dir.display(), "policy folder (not read until the policy stage lands)");
     let hub = Arc::new(Hub::default());
-    let upstreams: Vec<Arc<Upstream>> = specs.into_iter().map(|s| Arc::new(Upstream::new(s, hub.clone()))).collect();
+    let upstreams: Vec<Arc<Upstream>> = specs
+        .into_iter()
+        .map(|s| Arc::new(Upstream::new(s, hub.clone())))
+        .collect();
     let gateway = Arc::new(Gateway {
         catalog: ArcSwap::from_pointee(Catalog::default()),
         config,
@@ -98,7 +106,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let env = SupervisorEnv {
         config: gateway.config.upstream.clone(),
         http,
-        default_cwd: gateway.config.registry_dir.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+        default_cwd: gateway
+            .config
+            .registry_dir
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default(),
         changed: changed_tx,
         shutdown: shutdown.clone(),
     };
@@ -108,14 +121,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks.spawn(upstream::supervise(up.clone(), i, env.clone()));
     }
     drop(env);
-    let running = Running { gateway, shutdown, tasks, writer, store };
+    let running = Running {
+        gateway,
+        shutdown,
+        tasks,
+        writer,
+        store,
+    };
     running.wait_first_attempts().await;
     // Build once more now that every first attempt is in, then refuse colliding names.
     let catalog = Catalog::build(&running.gateway.upstreams);
     if let Some(first) = catalog.collisions.first() {
         let all = catalog.collisions.join("; ");
         running.shutdown().await;
-        anyhow::bail!("exposed names collide ({all}); give one of the upstreams a prefix (first: {first})");
+        anyhow::bail!(
+            "exposed names collide ({all}); give one of the upstreams a prefix (first: {first})"
+        );
     }
     running.gateway.catalog.store(Arc::new(catalog));
     Ok(running)
@@ -131,7 +152,12 @@ impl Running {
             }
         }));
         if tokio::time::timeout(wait, all).await.is_err() {
-            for u in self.gateway.upstreams.iter().filter(|u| u.status() == Status::Starting) {
+            for u in self
+                .gateway
+                .upstreams
+                .iter()
+                .filter(|u| u.status() == Status::Starting)
+            {
                 tracing::warn!(upstream = %u.spec.name, "not connected after {wait:?}; serving without it for now");
             }
         }
@@ -142,7 +168,10 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         let drain = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
             self.tasks.abort_all();
         }
         self.writer.close(Duration::from_secs(5)).await;

@@ -20,7 +20,13 @@ pub struct Draft {
 
 impl Draft {
     /// Start the row for a call by `who` to `exposed` with `args`.
-    pub fn start(request_id: u64, who: &Authenticated, exposed: &str, args: Option<&JsonObject>, chain_id: String) -> Self {
+    pub fn start(
+        request_id: u64,
+        who: &Authenticated,
+        exposed: &str,
+        args: Option<&JsonObject>,
+        chain_id: String,
+    ) -> Self {
         Self {
             started: Instant::now(),
             row: AuditRecord {
@@ -70,7 +76,11 @@ impl Draft {
                 self.row.decision = e.decision();
                 self.row.stage = e.stage();
                 self.row.reason = format!("{}: {e}", e.reason());
-                self.row.outcome = if e.decision() == Decision::Allow { "error" } else { "" };
+                self.row.outcome = if e.decision() == Decision::Allow {
+                    "error"
+                } else {
+                    ""
+                };
             }
         }
         self.row.latency_us = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
@@ -129,10 +139,14 @@ mod tests {
 
     #[test]
     fn canonical_is_order_independent() {
-        let a: serde_json::Value = serde_json::from_str(r#"{"b": [1, {"y": 2, "x": "é"}], "a": null}"#).unwrap();
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b": [1, {"y": 2, "x": "é"}], "a": null}"#).unwrap();
         let mut out = Vec::new();
         canonical(&a, &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), r#"{"a":null,"b":[1,{"x":"é","y":2}]}"#);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":null,"b":[1,{"x":"é","y":2}]}"#
+        );
         let x = serde_json::json!({"a": 1, "b": 2});
         let y = serde_json::json!({"b": 2, "a": 1});
         assert_eq!(args_digest(x.as_object()), args_digest(y.as_object()));

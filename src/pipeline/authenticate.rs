@@ -25,10 +25,16 @@ impl Authenticated {
 
 /// The principal of a stdio agent: the operator who started the process.
 pub fn stdio(id: &str) -> Authenticated {
-    Authenticated(Arc::new(Principal { id: id.to_owned(), labels: Vec::new() }))
+    Authenticated(Arc::new(Principal {
+        id: id.to_owned(),
+        labels: Vec::new(),
+    }))
 }
 
 /// The principal of an HTTP agent on a loopback-only listener without inbound authentication.
 pub fn loopback_anonymous() -> Authenticated {
-    Authenticated(Arc::new(Principal { id: "anonymous".to_owned(), labels: Vec::new() }))
+    Authenticated(Arc::new(Principal {
+        id: "anonymous".to_owned(),
+        labels: Vec::new(),
+    }))
 }

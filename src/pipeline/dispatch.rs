@@ -1,13 +1,17 @@
 //! Stage: dispatch. Call the upstream under the time limit; the agent's cancellation drops the
 //! upstream request (rmcp then sends `notifications/cancelled` upstream). The agent's `_meta`
 //! is not forwarded: the upstream sees only a gateway progress token routed back to the agent.
-#![expect(deprecated, reason = "sampling and roots are deprecated by SEP-2577, but 2025-era agents answer input requests through them")]
+#![expect(
+    deprecated,
+    reason = "sampling and roots are deprecated by SEP-2577, but 2025-era agents answer input requests through them"
+)]
 
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest, InputRequest,
-    InputRequiredResult, InputResponses, LoggingLevel, ProtocolVersion, RequestMetaObject, ResultType, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam,
+    ClientRequest, InputRequest, InputRequiredResult, InputResponses, LoggingLevel,
+    ProtocolVersion, RequestMetaObject, ResultType, ServerResult,
 };
 use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer};
 
@@ -21,11 +25,14 @@ const MAX_INPUT_ROUNDS: usize = 10;
 /// Whether the agent speaks an era without input-required results (so the gateway must ask it
 /// through server→client requests instead).
 pub fn agent_is_legacy(ctx: &RequestContext<RoleServer>) -> bool {
-    ctx.protocol_version().is_none_or(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str())
+    ctx.protocol_version()
+        .is_none_or(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str())
 }
 
 /// Fail with `Unavailable` unless the upstream is connected.
-pub fn connected(up: &Upstream) -> Result<std::sync::Arc<rmcp::service::Peer<rmcp::service::RoleClient>>, GatewayError> {
+pub fn connected(
+    up: &Upstream,
+) -> Result<std::sync::Arc<rmcp::service::Peer<rmcp::service::RoleClient>>, GatewayError> {
     up.connection().ok_or_else(|| GatewayError::Unavailable {
         name: up.spec.name.clone(),
         reason: match up.status() {
@@ -71,7 +78,8 @@ pub async fn call_tool(
     bounded(up, limit, ctx, async {
         let mut response = send_call(gw, up, &peer, params, ctx, session_log_level).await?;
         for _ in 0..MAX_INPUT_ROUNDS {
-            let (CallToolResponse::InputRequired(ir), Some(again)) = (&response, retry.as_mut()) else {
+            let (CallToolResponse::InputRequired(ir), Some(again)) = (&response, retry.as_mut())
+            else {
                 return Ok(finish(response));
             };
             again.input_responses = Some(ask_agent(name, ctx, ir).await?);
@@ -79,7 +87,10 @@ pub async fn call_tool(
             let next = again.clone();
             response = send_call(gw, up, &peer, next, ctx, session_log_level).await?;
         }
-        Err(GatewayError::Input { name: name.clone(), detail: format!("more than {MAX_INPUT_ROUNDS} rounds") })
+        Err(GatewayError::Input {
+            name: name.clone(),
+            detail: format!("more than {MAX_INPUT_ROUNDS} rounds"),
+        })
     })
     .await
 }
@@ -109,19 +120,28 @@ async fn send_call(
     let mut options = PeerRequestOptions::no_options();
     options.meta = Some(meta);
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-    let handle = peer.send_request_with_option(request, options).await.map_err(|e| GatewayError::from_service(name, e))?;
-    let _route = ctx
-        .meta
-        .get_progress_token()
-        .map(|token| gw.hub.route_progress(name, &handle.progress_token, ctx.peer.clone(), token));
-    let mut cancel = CancelOnDrop { peer: Some(peer.clone()), id: handle.id.clone() };
+    let handle = peer
+        .send_request_with_option(request, options)
+        .await
+        .map_err(|e| GatewayError::from_service(name, e))?;
+    let _route = ctx.meta.get_progress_token().map(|token| {
+        gw.hub
+            .route_progress(name, &handle.progress_token, ctx.peer.clone(), token)
+    });
+    let mut cancel = CancelOnDrop {
+        peer: Some(peer.clone()),
+        id: handle.id.clone(),
+    };
     let result = handle.await_response().await;
     cancel.peer = None;
     match result.map_err(|e| GatewayError::from_service(name, e))? {
         ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
         ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
         ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
-        other => Err(GatewayError::Transport { name: name.clone(), detail: format!("unexpected answer to tools/call: {other:?}") }),
+        other => Err(GatewayError::Transport {
+            name: name.clone(),
+            detail: format!("unexpected answer to tools/call: {other:?}"),
+        }),
     }
 }
 
@@ -134,7 +154,10 @@ struct CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(peer) = self.peer.take() {
-            let params = CancelledNotificationParam::new(Some(self.id.clone()), Some("cancelled by the agent or the gateway's time limit".to_owned()));
+            let params = CancelledNotificationParam::new(
+                Some(self.id.clone()),
+                Some("cancelled by the agent or the gateway's time limit".to_owned()),
+            );
             tokio::spawn(async move {
                 let _ = peer.notify_cancelled(params).await;
             });
@@ -160,19 +183,31 @@ pub async fn ask_agent(
     ctx: &RequestContext<RoleServer>,
     ir: &InputRequiredResult,
 ) -> Result<InputResponses, GatewayError> {
-    let fail = |detail: String| GatewayError::Input { name: name.to_owned(), detail };
+    let fail = |detail: String| GatewayError::Input {
+        name: name.to_owned(),
+        detail,
+    };
     let mut out = InputResponses::new();
     for (key, request) in ir.input_requests.iter().flatten() {
         let value = match request {
             InputRequest::CreateMessage(r) => serde_json::to_value(
-                ctx.peer.create_message(r.params.clone()).await.map_err(|e| fail(format!("sampling: {e}")))?,
+                ctx.peer
+                    .create_message(r.params.clone())
+                    .await
+                    .map_err(|e| fail(format!("sampling: {e}")))?,
             ),
             InputRequest::Elicitation(r) => serde_json::to_value(
-                ctx.peer.create_elicitation(r.params.clone()).await.map_err(|e| fail(format!("elicitation: {e}")))?,
+                ctx.peer
+                    .create_elicitation(r.params.clone())
+                    .await
+                    .map_err(|e| fail(format!("elicitation: {e}")))?,
             ),
-            InputRequest::ListRoots(_) => {
-                serde_json::to_value(ctx.peer.list_roots().await.map_err(|e| fail(format!("roots: {e}")))?)
-            }
+            InputRequest::ListRoots(_) => serde_json::to_value(
+                ctx.peer
+                    .list_roots()
+                    .await
+                    .map_err(|e| fail(format!("roots: {e}")))?,
+            ),
             other => return Err(fail(format!("unsupported input request {other:?}"))),
         };
         out.insert(key.clone(), value.map_err(|e| fail(e.to_string()))?);

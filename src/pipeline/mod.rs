@@ -1,6 +1,9 @@
 //! THE request path of a `tools/call`. One explicit function calls each stage in order; the
 //! order is a security property, so each constraint is written where it applies.
-#![expect(deprecated, reason = "the logging level of 2025-era agents (SEP-2577 deprecates logging) is passed on to upstreams")]
+#![expect(
+    deprecated,
+    reason = "the logging level of 2025-era agents (SEP-2577 deprecates logging) is passed on to upstreams"
+)]
 
 pub mod audit;
 pub mod authenticate;
@@ -25,13 +28,22 @@ pub async fn call_tool(
     log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, McpError> {
     let request_id = gw.hub.next_id();
-    let mut draft = audit::Draft::start(request_id, who, &params.name, params.arguments.as_ref(), chain_id.to_owned());
+    let mut draft = audit::Draft::start(
+        request_id,
+        who,
+        &params.name,
+        params.arguments.as_ref(),
+        chain_id.to_owned(),
+    );
     let outcome = stages(gw, params, ctx, log_level, &mut draft).await;
     // Audit runs after success and failure alike, before the agent hears the answer.
     let row = draft.finish(&outcome);
     if let Err(error) = gw.audit.record(row).await {
         tracing::error!(%error, "audit row could not be queued");
-        return Err(McpError::internal_error("mcp-warden: audit store unavailable; call refused", None));
+        return Err(McpError::internal_error(
+            "mcp-warden: audit store unavailable; call refused",
+            None,
+        ));
     }
     match outcome {
         Ok(response) => Ok(response),
@@ -53,5 +65,14 @@ async fn stages(
     draft.resolved(gw, &route);
     let up = gw.upstream(route.upstream)?;
     // dispatch: last, under the time limit and the agent's cancellation.
-    dispatch::call_tool(gw, up, &route.original, params, ctx, gw.config.upstream.call_timeout, log_level).await
+    dispatch::call_tool(
+        gw,
+        up,
+        &route.original,
+        params,
+        ctx,
+        gw.config.upstream.call_timeout,
+        log_level,
+    )
+    .await
 }

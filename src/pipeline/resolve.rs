@@ -6,5 +6,8 @@ use crate::gateway::catalog::{Catalog, ToolRoute};
 
 /// The route of `exposed`, or `UnknownTool`.
 pub fn tool(catalog: &Catalog, exposed: &str) -> Result<ToolRoute, GatewayError> {
-    catalog.tool(exposed).cloned().ok_or_else(|| GatewayError::UnknownTool(exposed.to_owned()))
+    catalog
+        .tool(exposed)
+        .cloned()
+        .ok_or_else(|| GatewayError::UnknownTool(exposed.to_owned()))
 }

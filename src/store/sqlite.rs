@@ -30,8 +30,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS mcp_audit (
 CREATE INDEX IF NOT EXISTS mcp_audit_time ON mcp_audit (event_time);
 CREATE INDEX IF NOT EXISTS mcp_audit_class_decision ON mcp_audit (action_class, decision, event_time);"];
 
-const TIME_FORMAT: &[time::format_description::FormatItem<'static>] =
-    time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]");
+const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
+);
 
 /// A SQLite-backed store.
 #[derive(Debug, Clone)]
@@ -47,7 +48,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         let store = Self { pool };
         store.migrate().await?;
         Ok(store)
@@ -58,19 +62,22 @@ impl SqliteStore {
         sqlx::query("CREATE TABLE IF NOT EXISTS warden_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
             .execute(&mut *tx)
             .await?;
-        let applied: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM warden_migrations")
-            .fetch_one(&mut *tx)
-            .await?;
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM warden_migrations")
+                .fetch_one(&mut *tx)
+                .await?;
         for (i, sql) in MIGRATIONS.iter().enumerate() {
             let version = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
             if version <= applied {
                 continue;
             }
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO warden_migrations (version, applied_at) VALUES (?, datetime('now'))")
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO warden_migrations (version, applied_at) VALUES (?, datetime('now'))",
+            )
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -1,15 +1,18 @@
 //! The gateway as an MCP client of one upstream: what it advertises, and where the upstream's
 //! notifications and server→client requests go.
-#![expect(deprecated, reason = "sampling, roots and logging are deprecated by SEP-2577, but 2025-era agents and upstreams use them")]
+#![expect(
+    deprecated,
+    reason = "sampling, roots and logging are deprecated by SEP-2577, but 2025-era agents and upstreams use them"
+)]
 
 use std::sync::Arc;
 
 use rmcp::ClientHandler;
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    CancelledNotificationParam, ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
-    ElicitRequestParams, ElicitResult, Implementation, ListRootsResult, LoggingMessageNotificationParam,
-    ProgressNotificationParam, ResourceUpdatedNotificationParam,
+    CancelledNotificationParam, ClientCapabilities, ClientConfig, CreateMessageRequestParams,
+    CreateMessageResult, ElicitRequestParams, ElicitResult, Implementation, ListRootsResult,
+    LoggingMessageNotificationParam, ProgressNotificationParam, ResourceUpdatedNotificationParam,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleClient};
 use tokio::sync::mpsc;
@@ -35,14 +38,24 @@ pub struct UpstreamClient {
 
 impl UpstreamClient {
     fn no_agent(what: &str) -> McpError {
-        McpError::internal_error(format!("mcp-warden: no single agent call to forward this {what} to"), None)
+        McpError::internal_error(
+            format!("mcp-warden: no single agent call to forward this {what} to"),
+            None,
+        )
     }
 }
 
 impl ClientHandler for UpstreamClient {
     fn get_info(&self) -> ClientConfig {
-        let caps = ClientCapabilities::builder().enable_sampling().enable_elicitation().enable_roots().build();
-        ClientConfig::new(caps, Implementation::new("mcp-warden", env!("CARGO_PKG_VERSION")))
+        let caps = ClientCapabilities::builder()
+            .enable_sampling()
+            .enable_elicitation()
+            .enable_roots()
+            .build();
+        ClientConfig::new(
+            caps,
+            Implementation::new("mcp-warden", env!("CARGO_PKG_VERSION")),
+        )
     }
 
     async fn create_message(
@@ -50,7 +63,11 @@ impl ClientHandler for UpstreamClient {
         params: CreateMessageRequestParams,
         context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, McpError> {
-        let agent = self.shared.inflight.sole_agent().ok_or_else(|| Self::no_agent("sampling request"))?;
+        let agent = self
+            .shared
+            .inflight
+            .sole_agent()
+            .ok_or_else(|| Self::no_agent("sampling request"))?;
         tokio::select! {
             r = agent.create_message(params) => r.map_err(|e| McpError::internal_error(format!("agent: {e}"), None)),
             () = context.ct.cancelled() => Err(McpError::internal_error("cancelled by the upstream", None)),
@@ -62,29 +79,51 @@ impl ClientHandler for UpstreamClient {
         params: ElicitRequestParams,
         context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
-        let agent = self.shared.inflight.sole_agent().ok_or_else(|| Self::no_agent("elicitation request"))?;
+        let agent = self
+            .shared
+            .inflight
+            .sole_agent()
+            .ok_or_else(|| Self::no_agent("elicitation request"))?;
         tokio::select! {
             r = agent.create_elicitation(params) => r.map_err(|e| McpError::internal_error(format!("agent: {e}"), None)),
             () = context.ct.cancelled() => Err(McpError::internal_error("cancelled by the upstream", None)),
         }
     }
 
-    async fn list_roots(&self, context: RequestContext<RoleClient>) -> Result<ListRootsResult, McpError> {
-        let agent = self.shared.inflight.sole_agent().ok_or_else(|| Self::no_agent("roots request"))?;
+    async fn list_roots(
+        &self,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, McpError> {
+        let agent = self
+            .shared
+            .inflight
+            .sole_agent()
+            .ok_or_else(|| Self::no_agent("roots request"))?;
         tokio::select! {
             r = agent.list_roots() => r.map_err(|e| McpError::internal_error(format!("agent: {e}"), None)),
             () = context.ct.cancelled() => Err(McpError::internal_error("cancelled by the upstream", None)),
         }
     }
 
-    async fn on_cancelled(&self, params: CancelledNotificationParam, _context: NotificationContext<RoleClient>) {
+    async fn on_cancelled(
+        &self,
+        params: CancelledNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
         // The upstream gave up on a request it sent us; rmcp cancels that request's token, which
         // drops our forwarded request to the agent (see the `select!`s above).
         tracing::debug!(upstream = %self.shared.name, request = ?params.request_id, "upstream cancelled a request");
     }
 
-    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
-        self.shared.hub.forward_progress(&self.shared.name, params).await;
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.shared
+            .hub
+            .forward_progress(&self.shared.name, params)
+            .await;
     }
 
     async fn on_logging_message(

@@ -7,9 +7,11 @@ use std::process::Stdio;
 
 use process_wrap::tokio::{CommandWrap, KillOnDrop, ProcessGroup};
 use rmcp::model::ProtocolVersion;
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService, RoleClient};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
-use rmcp::transport::streamable_http_client::{StreamableHttpClientTransport, StreamableHttpClientTransportConfig};
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
+};
 use tokio::io::AsyncBufReadExt;
 
 use super::client::UpstreamClient;
@@ -20,7 +22,10 @@ use super::registry::{Transport, UpstreamSpec};
 pub enum ConnectError {
     /// The child process could not start.
     #[error("cannot start `{program}`: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     /// A header's environment variable is not set.
     #[error("environment variable {var} (header {header}) is not set")]
     MissingHeaderEnv { header: String, var: String },
@@ -59,17 +64,27 @@ pub async fn connect(
     default_cwd: &std::path::Path,
 ) -> Result<RunningService<RoleClient, UpstreamClient>, ConnectError> {
     match &spec.transport {
-        Transport::Stdio { program, args, env, cwd } => {
+        Transport::Stdio {
+            program,
+            args,
+            env,
+            cwd,
+        } => {
             let program = resolve_program(program);
             let mut cmd = tokio::process::Command::new(&program);
-            cmd.args(args).envs(env).current_dir(cwd.as_deref().unwrap_or(default_cwd));
+            cmd.args(args)
+                .envs(env)
+                .current_dir(cwd.as_deref().unwrap_or(default_cwd));
             let mut wrapped = CommandWrap::from(cmd);
             // Own process group, killed with the connection: no child outlives its gateway.
             wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
             let (transport, stderr) = TokioChildProcess::builder(wrapped)
                 .stderr(Stdio::piped())
                 .spawn()
-                .map_err(|source| ConnectError::Spawn { program: program.display().to_string(), source })?;
+                .map_err(|source| ConnectError::Spawn {
+                    program: program.display().to_string(),
+                    source,
+                })?;
             if let Some(stderr) = stderr {
                 let name = spec.name.clone();
                 tokio::spawn(async move {
@@ -79,22 +94,35 @@ pub async fn connect(
                     }
                 });
             }
-            handler.serve_with_lifecycle(transport, lifecycle()).await.map_err(|e| ConnectError::Handshake(e.to_string()))
+            handler
+                .serve_with_lifecycle(transport, lifecycle())
+                .await
+                .map_err(|e| ConnectError::Handshake(e.to_string()))
         }
-        Transport::Http { url, headers_from_env } => {
+        Transport::Http {
+            url,
+            headers_from_env,
+        } => {
             let mut headers = HashMap::new();
             for (header, var) in headers_from_env {
-                let value = std::env::var(var)
-                    .map_err(|_| ConnectError::MissingHeaderEnv { header: header.clone(), var: var.clone() })?;
-                let name = http::HeaderName::try_from(header.as_str()).map_err(|_| ConnectError::BadHeader(header.clone()))?;
-                let value = http::HeaderValue::try_from(value).map_err(|_| ConnectError::BadHeader(header.clone()))?;
+                let value = std::env::var(var).map_err(|_| ConnectError::MissingHeaderEnv {
+                    header: header.clone(),
+                    var: var.clone(),
+                })?;
+                let name = http::HeaderName::try_from(header.as_str())
+                    .map_err(|_| ConnectError::BadHeader(header.clone()))?;
+                let value = http::HeaderValue::try_from(value)
+                    .map_err(|_| ConnectError::BadHeader(header.clone()))?;
                 headers.insert(name, value);
             }
             let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                 .max_concurrent_requests(256)
                 .custom_headers(headers);
             let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
-            handler.serve_with_lifecycle(transport, lifecycle()).await.map_err(|e| ConnectError::Handshake(e.to_string()))
+            handler
+                .serve_with_lifecycle(transport, lifecycle())
+                .await
+                .map_err(|e| ConnectError::Handshake(e.to_string()))
         }
     }
 }

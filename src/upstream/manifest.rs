@@ -64,7 +64,10 @@ fn normalise_schema(schema: &Arc<JsonObject>) -> Arc<JsonObject> {
         return schema.clone();
     }
     let mut s = JsonObject::clone(schema);
-    s.insert("type".to_owned(), serde_json::Value::String("object".to_owned()));
+    s.insert(
+        "type".to_owned(),
+        serde_json::Value::String("object".to_owned()),
+    );
     Arc::new(s)
 }
 
@@ -76,10 +79,16 @@ mod tests {
     fn schemas_become_objects() {
         let mut t = Tool::new("t", "d", Arc::new(JsonObject::new()));
         normalise_tool(&mut t);
-        assert_eq!(t.input_schema.get("type").and_then(|v| v.as_str()), Some("object"));
+        assert_eq!(
+            t.input_schema.get("type").and_then(|v| v.as_str()),
+            Some("object")
+        );
         let mut props = JsonObject::new();
         props.insert("type".into(), "object".into());
-        props.insert("properties".into(), serde_json::json!({"a": {"type": "string"}}));
+        props.insert(
+            "properties".into(),
+            serde_json::json!({"a": {"type": "string"}}),
+        );
         let mut t = Tool::new("t", "d", Arc::new(props.clone()));
         normalise_tool(&mut t);
         assert_eq!(*t.input_schema, props);

@@ -37,7 +37,6 @@ pub struct Shared {
     pub hub: Arc<Hub>,
 }
 
-
 /// Where an upstream stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -67,14 +66,25 @@ pub struct Upstream {
 impl Upstream {
     /// An upstream for `spec`, not yet connected.
     pub fn new(spec: UpstreamSpec, hub: Arc<Hub>) -> Self {
-        let status = if spec.enabled { Status::Starting } else { Status::Disabled };
+        let status = if spec.enabled {
+            Status::Starting
+        } else {
+            Status::Disabled
+        };
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
             prefix: spec.prefix.clone(),
             inflight: InFlight::default(),
             hub,
         });
-        Self { spec, shared, conn: ArcSwapOption::empty(), manifest: ArcSwapOption::empty(), watched: Mutex::default(), status: watch::Sender::new(status) }
+        Self {
+            spec,
+            shared,
+            conn: ArcSwapOption::empty(),
+            manifest: ArcSwapOption::empty(),
+            watched: Mutex::default(),
+            status: watch::Sender::new(status),
+        }
     }
 
     /// The live connection, if any (lock-free).
@@ -125,13 +135,18 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
             break;
         }
         let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
-        let handler = UpstreamClient { shared: up.shared.clone(), refresh: refresh_tx.clone() };
+        let handler = UpstreamClient {
+            shared: up.shared.clone(),
+            refresh: refresh_tx.clone(),
+        };
         let attempt = async {
             let running = connect::connect(&up.spec, handler, &env.http, &env.default_cwd)
                 .await
                 .map_err(|e| e.to_string())?;
             let offered = offered(running.peer());
-            let mut m = manifest::fetch(running.peer(), offered).await.map_err(|e| format!("reading the manifest: {e}"))?;
+            let mut m = manifest::fetch(running.peer(), offered)
+                .await
+                .map_err(|e| format!("reading the manifest: {e}"))?;
             if let Some(info) = running.peer().peer_info() {
                 m.server_info = info.server_info.clone();
                 m.protocol_version = Some(info.protocol_version.to_string());
@@ -201,14 +216,29 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
 
 fn offered(peer: &Peer<RoleClient>) -> Offered {
     let Some(info) = peer.peer_info() else {
-        return Offered { tools: true, resources: true, prompts: true };
+        return Offered {
+            tools: true,
+            resources: true,
+            prompts: true,
+        };
     };
     let caps = &info.capabilities;
-    Offered { tools: caps.tools.is_some(), resources: caps.resources.is_some(), prompts: caps.prompts.is_some() }
+    Offered {
+        tools: caps.tools.is_some(),
+        resources: caps.resources.is_some(),
+        prompts: caps.prompts.is_some(),
+    }
 }
 
 /// Re-read one list after the upstream said it changed, and publish the new manifest.
-async fn refresh(up: &Upstream, peer: &Peer<RoleClient>, offered: Offered, kind: Refresh, index: usize, env: &SupervisorEnv) {
+async fn refresh(
+    up: &Upstream,
+    peer: &Peer<RoleClient>,
+    offered: Offered,
+    kind: Refresh,
+    index: usize,
+    env: &SupervisorEnv,
+) {
     let Some(current) = up.manifest() else { return };
     let mut m = Manifest::clone(&current);
     let read = async {
@@ -231,7 +261,9 @@ async fn refresh(up: &Upstream, peer: &Peer<RoleClient>, offered: Offered, kind:
             up.manifest.store(Some(Arc::new(m)));
             let _ = env.changed.send((index, kind));
         }
-        Ok(Err(error)) => tracing::warn!(upstream = %up.spec.name, %error, "re-reading the manifest failed"),
+        Ok(Err(error)) => {
+            tracing::warn!(upstream = %up.spec.name, %error, "re-reading the manifest failed")
+        }
         Err(_) => tracing::warn!(upstream = %up.spec.name, "re-reading the manifest timed out"),
     }
 }
@@ -245,8 +277,16 @@ fn speaks_2026(peer: &Peer<RoleClient>) -> bool {
 
 /// A 2026-07-28 upstream sends `list_changed` only on a `subscriptions/listen` stream: open one
 /// for the life of the connection and turn its notices into manifest refreshes.
-async fn listen_for_changes(up: &Upstream, peer: &Peer<RoleClient>, refresh: mpsc::UnboundedSender<Refresh>) {
-    let filter = SubscriptionFilter::builder().tools_list_changed().prompts_list_changed().resources_list_changed().build();
+async fn listen_for_changes(
+    up: &Upstream,
+    peer: &Peer<RoleClient>,
+    refresh: mpsc::UnboundedSender<Refresh>,
+) {
+    let filter = SubscriptionFilter::builder()
+        .tools_list_changed()
+        .prompts_list_changed()
+        .resources_list_changed()
+        .build();
     match tokio::time::timeout(Duration::from_secs(10), peer.listen(filter)).await {
         Ok(Ok(mut sub)) => {
             tokio::spawn(async move {
@@ -254,7 +294,9 @@ async fn listen_for_changes(up: &Upstream, peer: &Peer<RoleClient>, refresh: mps
                     let kind = match n {
                         ServerNotification::ToolListChangedNotification(_) => Refresh::Tools,
                         ServerNotification::PromptListChangedNotification(_) => Refresh::Prompts,
-                        ServerNotification::ResourceListChangedNotification(_) => Refresh::Resources,
+                        ServerNotification::ResourceListChangedNotification(_) => {
+                            Refresh::Resources
+                        }
                         _ => continue,
                     };
                     if refresh.send(kind).is_err() {
@@ -263,8 +305,12 @@ async fn listen_for_changes(up: &Upstream, peer: &Peer<RoleClient>, refresh: mps
                 }
             });
         }
-        Ok(Err(error)) => tracing::debug!(upstream = %up.spec.name, %error, "no list_changed subscription"),
-        Err(_) => tracing::warn!(upstream = %up.spec.name, "subscriptions/listen not acknowledged in 10 s"),
+        Ok(Err(error)) => {
+            tracing::debug!(upstream = %up.spec.name, %error, "no list_changed subscription")
+        }
+        Err(_) => {
+            tracing::warn!(upstream = %up.spec.name, "subscriptions/listen not acknowledged in 10 s")
+        }
     }
 }
 
@@ -279,7 +325,11 @@ pub async fn watch_resource(
 ) -> Result<(), crate::error::GatewayError> {
     use crate::error::GatewayError;
     let peer = crate::pipeline::dispatch::connected(up)?;
-    let fresh = up.watched.lock().map(|mut w| w.insert(uri.to_owned())).unwrap_or(false);
+    let fresh = up
+        .watched
+        .lock()
+        .map(|mut w| w.insert(uri.to_owned()))
+        .unwrap_or(false);
     if !fresh {
         return Ok(());
     }
@@ -291,21 +341,34 @@ pub async fn watch_resource(
     };
     let request = async {
         if speaks_2026(&peer) {
-            let filter = SubscriptionFilter::builder().resource_subscription(uri).build();
-            let mut sub = peer.listen(filter).await.map_err(|e| GatewayError::from_service(&name, e))?;
+            let filter = SubscriptionFilter::builder()
+                .resource_subscription(uri)
+                .build();
+            let mut sub = peer
+                .listen(filter)
+                .await
+                .map_err(|e| GatewayError::from_service(&name, e))?;
             let shared = up.shared.clone();
             tokio::spawn(async move {
                 while let Ok(Some(n)) = sub.next().await {
                     if let ServerNotification::ResourceUpdatedNotification(u) = n {
-                        let exposed = crate::decide::names::expose_uri(&shared.prefix, &u.params.uri);
-                        shared.hub.publish(crate::gateway::hub::AgentEvent::ResourceUpdated(exposed));
+                        let exposed =
+                            crate::decide::names::expose_uri(&shared.prefix, &u.params.uri);
+                        shared
+                            .hub
+                            .publish(crate::gateway::hub::AgentEvent::ResourceUpdated(exposed));
                     }
                 }
             });
             Ok(())
         } else {
-            #[expect(deprecated, reason = "resources/subscribe is how 2025-era upstreams report updates")]
-            let r = peer.subscribe(rmcp::model::SubscribeRequestParams::new(uri)).await;
+            #[expect(
+                deprecated,
+                reason = "resources/subscribe is how 2025-era upstreams report updates"
+            )]
+            let r = peer
+                .subscribe(rmcp::model::SubscribeRequestParams::new(uri))
+                .await;
             r.map_err(|e| GatewayError::from_service(&name, e))
         }
     };

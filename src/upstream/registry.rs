@@ -15,16 +15,30 @@ use crate::decide::names;
 pub enum RegistryError {
     /// The folder cannot be read.
     #[error("cannot read registry folder {path}: {source}")]
-    Folder { path: PathBuf, source: std::io::Error },
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A key is unknown, missing or of the wrong type.
     #[error("registry file {path}: {source}")]
-    Parse { path: PathBuf, source: Box<figment::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<figment::Error>,
+    },
     /// A value parsed but is not acceptable.
     #[error("registry file {path}: key `{key}`: {problem}")]
-    Value { path: PathBuf, key: &'static str, problem: String },
+    Value {
+        path: PathBuf,
+        key: &'static str,
+        problem: String,
+    },
     /// Two upstreams would expose the same names.
     #[error("registry: upstreams `{first}` and `{second}` both use prefix {prefix:?}")]
-    PrefixCollision { first: String, second: String, prefix: String },
+    PrefixCollision {
+        first: String,
+        second: String,
+        prefix: String,
+    },
 }
 
 /// An action class: what a tool call does to the world.
@@ -163,10 +177,16 @@ impl UpstreamSpec {
 
 /// Load every `*.toml` in `dir` (sorted by name). `lock.json` and other files are ignored.
 pub fn load(dir: &Path) -> Result<Vec<UpstreamSpec>, RegistryError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| RegistryError::Folder { path: dir.to_path_buf(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| RegistryError::Folder {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| RegistryError::Folder { path: dir.to_path_buf(), source })?;
+        let entry = entry.map_err(|source| RegistryError::Folder {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "toml") {
             files.push(path);
@@ -174,7 +194,10 @@ pub fn load(dir: &Path) -> Result<Vec<UpstreamSpec>, RegistryError> {
     }
     files.sort();
     let base = dir.parent().unwrap_or(Path::new("."));
-    let specs = files.iter().map(|f| load_file(f, base)).collect::<Result<Vec<_>, _>>()?;
+    let specs = files
+        .iter()
+        .map(|f| load_file(f, base))
+        .collect::<Result<Vec<_>, _>>()?;
     check_prefixes(&specs)?;
     Ok(specs)
 }
@@ -195,60 +218,107 @@ fn check_prefixes(specs: &[UpstreamSpec]) -> Result<(), RegistryError> {
 }
 
 fn load_file(path: &Path, base: &Path) -> Result<UpstreamSpec, RegistryError> {
-    let value_err = |key: &'static str, problem: String| RegistryError::Value { path: path.to_path_buf(), key, problem };
+    let value_err = |key: &'static str, problem: String| RegistryError::Value {
+        path: path.to_path_buf(),
+        key,
+        problem,
+    };
     let raw: RawEntry = Figment::from(Toml::file_exact(path))
         .extract()
-        .map_err(|e| RegistryError::Parse { path: path.to_path_buf(), source: Box::new(e) })?;
-    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+        .map_err(|e| RegistryError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned();
     if !names::is_valid_prefix(&name) {
         return Err(value_err(
             "(file name)",
-            format!("upstream name {name:?} must be 1-32 of [A-Za-z0-9_-], start with a letter or digit, without `__`"),
+            format!(
+                "upstream name {name:?} must be 1-32 of [A-Za-z0-9_-], start with a letter or digit, without `__`"
+            ),
         ));
     }
     let transport = match (raw.command, raw.url) {
         (Some(cmd), None) => {
             let mut it = cmd.into_iter();
             let Some(program) = it.next().filter(|p| !p.trim().is_empty()) else {
-                return Err(value_err("command", "expected [program, args…] with a non-empty program".to_owned()));
+                return Err(value_err(
+                    "command",
+                    "expected [program, args…] with a non-empty program".to_owned(),
+                ));
             };
             if !raw.headers_from_env.is_empty() {
-                return Err(value_err("headers_from_env", "only for `url` upstreams".to_owned()));
+                return Err(value_err(
+                    "headers_from_env",
+                    "only for `url` upstreams".to_owned(),
+                ));
             }
             Transport::Stdio {
                 program: PathBuf::from(program),
                 args: it.collect(),
                 env: raw.env,
-                cwd: raw.cwd.map(|c| if c.is_relative() { base.join(c) } else { c }),
+                cwd: raw
+                    .cwd
+                    .map(|c| if c.is_relative() { base.join(c) } else { c }),
             }
         }
         (None, Some(url)) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(value_err("url", format!("expected an http:// or https:// URL, got {url:?}")));
+                return Err(value_err(
+                    "url",
+                    format!("expected an http:// or https:// URL, got {url:?}"),
+                ));
             }
             if !raw.env.is_empty() || raw.cwd.is_some() {
-                return Err(value_err("env", "`env` and `cwd` are only for `command` upstreams".to_owned()));
+                return Err(value_err(
+                    "env",
+                    "`env` and `cwd` are only for `command` upstreams".to_owned(),
+                ));
             }
             for (header, var) in &raw.headers_from_env {
                 if http::HeaderName::try_from(header.as_str()).is_err() || var.is_empty() {
-                    return Err(value_err("headers_from_env", format!("bad header {header:?} = {var:?}")));
+                    return Err(value_err(
+                        "headers_from_env",
+                        format!("bad header {header:?} = {var:?}"),
+                    ));
                 }
             }
-            Transport::Http { url, headers_from_env: raw.headers_from_env }
+            Transport::Http {
+                url,
+                headers_from_env: raw.headers_from_env,
+            }
         }
-        (Some(_), Some(_)) => return Err(value_err("command", "give either `command` or `url`, not both".to_owned())),
-        (None, None) => return Err(value_err("command", "missing: give `command` (stdio) or `url` (HTTP)".to_owned())),
+        (Some(_), Some(_)) => {
+            return Err(value_err(
+                "command",
+                "give either `command` or `url`, not both".to_owned(),
+            ));
+        }
+        (None, None) => {
+            return Err(value_err(
+                "command",
+                "missing: give `command` (stdio) or `url` (HTTP)".to_owned(),
+            ));
+        }
     };
     let prefix = raw.prefix.unwrap_or_else(|| name.clone());
     if !prefix.is_empty() && !names::is_valid_prefix(&prefix) {
         return Err(value_err(
             "prefix",
-            format!("{prefix:?} must be empty or 1-32 of [A-Za-z0-9_-], start with a letter or digit, without `__` or a trailing `_`"),
+            format!(
+                "{prefix:?} must be empty or 1-32 of [A-Za-z0-9_-], start with a letter or digit, without `__` or a trailing `_`"
+            ),
         ));
     }
     Ok(UpstreamSpec {
         domain: raw.domain.unwrap_or_else(|| name.clone()),
-        audience: raw.audience.unwrap_or_else(|| format!("mcp-warden:upstream:{name}")),
+        audience: raw
+            .audience
+            .unwrap_or_else(|| format!("mcp-warden:upstream:{name}")),
         name,
         transport,
         prefix,

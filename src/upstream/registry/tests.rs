@@ -5,7 +5,9 @@ fn load_one(toml: &str) -> Result<UpstreamSpec, String> {
     let reg = dir.path().join("registry");
     std::fs::create_dir(&reg).unwrap();
     std::fs::write(reg.join("notes.toml"), toml).unwrap();
-    load(&reg).map(|mut v| v.remove(0)).map_err(|e| e.to_string())
+    load(&reg)
+        .map(|mut v| v.remove(0))
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -32,7 +34,12 @@ add_note = "write"
     assert_eq!(s.credential, CredentialMode::Minted);
     assert_eq!(s.action_class("list_notes"), ActionClass::Read);
     assert_eq!(s.action_class("undeclared"), ActionClass::Write);
-    let Transport::Stdio { program, args, cwd, .. } = &s.transport else { panic!("stdio") };
+    let Transport::Stdio {
+        program, args, cwd, ..
+    } = &s.transport
+    else {
+        panic!("stdio")
+    };
     assert_eq!(program, Path::new("python3"));
     assert_eq!(args, &["server.py", "--flag"]);
     assert!(cwd.as_ref().unwrap().ends_with("fixtures/notes"));
@@ -70,8 +77,16 @@ fn errors_name_file_and_key() {
 #[test]
 fn shared_prefix_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.toml"), "command = [\"x\"]\nprefix = \"p\"").unwrap();
-    std::fs::write(dir.path().join("b.toml"), "command = [\"x\"]\nprefix = \"p\"").unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "command = [\"x\"]\nprefix = \"p\"",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "command = [\"x\"]\nprefix = \"p\"",
+    )
+    .unwrap();
     let err = load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("`a`") && err.contains("`b`"), "{err}");
 }
