@@ -1,4 +1,7 @@
-#![expect(clippy::result_large_err, reason = "figment::Jail closures return figment::Error, as its API requires")]
+#![expect(
+    clippy::result_large_err,
+    reason = "figment::Jail closures return figment::Error, as its API requires"
+)]
 
 use std::path::Path;
 use std::time::Duration;

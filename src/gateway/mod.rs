@@ -58,6 +58,7 @@ pub struct Running {
     /// The shared state.
     pub gateway: Arc<Gateway>,
     shutdown: CancellationToken,
+    audit_stop: CancellationToken,
     tasks: JoinSet<()>,
     writer: AuditWriter,
     store: SqliteStore,
@@ -124,6 +125,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let running = Running {
         gateway,
         shutdown,
+        audit_stop,
         tasks,
         writer,
         store,
@@ -174,6 +176,8 @@ impl Running {
         {
             self.tasks.abort_all();
         }
+        // Agents are gone by now: what is queued is all there will be.
+        self.audit_stop.cancel();
         self.writer.close(Duration::from_secs(5)).await;
         self.store.close().await;
     }

@@ -78,6 +78,11 @@ pub struct AuditRecord {
     pub latency_us: i64,
 }
 
+/// Most rows written in one transaction.
+const BATCH: usize = 256;
+/// Longest a row waits for others to share its transaction.
+const LINGER: Duration = Duration::from_millis(20);
+
 /// Handle to the audit writer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditSink {
@@ -118,10 +123,10 @@ pub async fn open(
     let (tx, mut rx) = mpsc::channel::<AuditRecord>(8192);
     let writer = store.clone();
     let handle = tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(256);
+        let mut batch = Vec::with_capacity(BATCH);
         loop {
             let n = tokio::select! {
-                n = rx.recv_many(&mut batch, 256) => n,
+                n = rx.recv_many(&mut batch, BATCH) => n,
                 () = stop.cancelled() => {
                     while let Ok(row) = rx.try_recv() {
                         batch.push(row);
@@ -134,6 +139,20 @@ pub async fn open(
             };
             if n == 0 {
                 break;
+            }
+            // Under light load every row would be its own transaction, which costs more CPU than
+            // the call it records; wait briefly for company (bounded: rows are at most LINGER
+            // late, and a shutdown flushes at once).
+            if batch.len() < BATCH {
+                let deadline = tokio::time::Instant::now() + LINGER;
+                while batch.len() < BATCH {
+                    let room = BATCH - batch.len();
+                    tokio::select! {
+                        n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                        () = tokio::time::sleep_until(deadline) => break,
+                        () = stop.cancelled() => break,
+                    }
+                }
             }
             // A failed batch is retried with backoff: rows are never dropped silently.
             let mut delay = Duration::from_millis(50);

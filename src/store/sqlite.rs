@@ -83,8 +83,15 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Insert rows in one transaction.
+    /// Insert rows, 256 per statement (SQLite bounds the number of bound parameters).
     pub async fn insert(&self, rows: &[AuditRecord]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(256) {
+            self.insert_chunk(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_chunk(&self, rows: &[AuditRecord]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }

@@ -184,7 +184,7 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                         r = &mut waiting => break format!("connection closed ({r:?})"),
                         () = env.shutdown.cancelled() => {
                             ct.cancel();
-                            let _ = tokio::time::timeout(Duration::from_secs(1), &mut waiting).await;
+                            let _ = tokio::time::timeout(Duration::from_millis(500), &mut waiting).await;
                             break "gateway shutting down".to_owned();
                         }
                         Some(kind) = refresh_rx.recv() => refresh(&up, &peer, offered, kind, index, &env).await,
