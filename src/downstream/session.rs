@@ -5,7 +5,7 @@
     reason = "logging and resources/subscribe are deprecated by SEP-2577, but 2025-era agents use them"
 )]
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use rmcp::ErrorData as McpError;
@@ -15,11 +15,12 @@ use rmcp::model::{
     GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
     PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, Reference,
-    ResourceContents, ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig,
-    ServerNotification, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter,
-    UnsubscribeRequestParams,
+    ResourceContents, ResourceUpdatedNotificationParam, ResultType, ServerCapabilities,
+    ServerConfig, ServerNotification, SetLevelRequestParams, SubscribeRequestParams,
+    SubscriptionFilter, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer, SubscriptionContext};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::decide::names;
@@ -35,6 +36,8 @@ pub struct AgentSession {
     who: Authenticated,
     chain_id: Arc<str>,
     subscribed: Arc<Mutex<HashSet<String>>>,
+    /// Hub receivers taken when a `subscriptions/listen` was accepted, for `listen` to use.
+    pending_listeners: Arc<Mutex<VecDeque<broadcast::Receiver<AgentEvent>>>>,
     /// The level a 2025-era agent set with `logging/setLevel` (`None`: everything).
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
 }
@@ -48,6 +51,7 @@ impl AgentSession {
             who,
             chain_id,
             subscribed: Arc::default(),
+            pending_listeners: Arc::default(),
             log_level: Arc::default(),
         }
     }
@@ -139,11 +143,21 @@ impl ServerHandler for AgentSession {
         &self,
         requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
+        // rmcp acknowledges the subscription before `listen` runs: take the hub receiver now so
+        // that no change published in between is missed.
+        if let Ok(mut pending) = self.pending_listeners.lock() {
+            pending.push_back(self.gw.hub.subscribe());
+        }
         Some(requested.clone())
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
-        let mut rx = self.gw.hub.subscribe();
+        let taken = self
+            .pending_listeners
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop_front());
+        let mut rx = taken.unwrap_or_else(|| self.gw.hub.subscribe());
         let sink = context.sink().clone();
         loop {
             let event = tokio::select! {
@@ -258,6 +272,7 @@ impl ServerHandler for AgentSession {
             .await?;
             if let ReadResourceResponse::Complete(r) = &mut resp {
                 rewrite_contents(&up.spec.prefix, &mut r.contents);
+                r.result_type.get_or_insert(ResultType::COMPLETE);
             }
             Ok(resp)
         };
@@ -291,12 +306,16 @@ impl ServerHandler for AgentSession {
             let peer = dispatch::connected(up)?;
             request.name = original;
             request.meta = None;
-            dispatch::bounded(up, self.limit(), &context, async {
+            let mut resp = dispatch::bounded(up, self.limit(), &context, async {
                 peer.get_prompt_once(request)
                     .await
                     .map_err(|e| GatewayError::from_service(&up.spec.name, e))
             })
-            .await
+            .await?;
+            if let GetPromptResponse::Complete(r) = &mut resp {
+                r.result_type.get_or_insert(ResultType::COMPLETE);
+            }
+            Ok(resp)
         };
         run.await.map_err(GatewayError::into_mcp)
     }
@@ -330,12 +349,14 @@ impl ServerHandler for AgentSession {
             let up = self.gw.upstream(index)?;
             let peer = dispatch::connected(up)?;
             request.meta = None;
-            dispatch::bounded(up, self.limit(), &context, async {
+            let mut result = dispatch::bounded(up, self.limit(), &context, async {
                 peer.complete(request)
                     .await
                     .map_err(|e| GatewayError::from_service(&up.spec.name, e))
             })
-            .await
+            .await?;
+            result.result_type.get_or_insert(ResultType::COMPLETE);
+            Ok(result)
         };
         run.await.map_err(GatewayError::into_mcp)
     }

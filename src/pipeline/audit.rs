@@ -34,7 +34,8 @@ impl Draft {
                 request_id: request_id.to_string(),
                 actor_id: who.principal().id.clone(),
                 server_name: String::new(),
-                tool_name: String::new(),
+                // Until resolved (and when resolution fails) the name the agent asked for.
+                tool_name: exposed.to_owned(),
                 exposed_name: exposed.to_owned(),
                 action_class: String::new(),
                 decision: Decision::Deny,

@@ -54,7 +54,7 @@ pub struct AuditRecord {
     pub actor_id: String,
     /// The upstream's registry name ('' when the tool did not resolve).
     pub server_name: String,
-    /// The upstream's own tool name ('' when it did not resolve).
+    /// The upstream's own tool name (the requested name when it did not resolve).
     pub tool_name: String,
     /// The name the agent called.
     pub exposed_name: String,

@@ -1,0 +1,676 @@
+"""Harness for the end-to-end tests: a deployment folder, the gateway process, MCP agents.
+
+Everything here is real: the `mcp-warden` binary, real upstream processes, the Python `mcp` SDK
+as the agent. Synchronisation is by polling with deadlines (`eventually`), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import queue
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import psutil
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+MISBEHAVING = ROOT / "fixtures" / "misbehaving"
+EVERYTHING_JS = (
+    ROOT / ".tools" / "e2e-node" / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+LISTENING_RE = re.compile(r"mcp-warden: listening on http://127\.0\.0\.1:(\d+)/mcp")
+MODERN = "2026-07-28"
+
+# The two protocol eras an agent may speak: the initialize handshake (2025-11-25 era) and the
+# default auto mode, which negotiates 2026-07-28 with an rmcp server.
+ERAS = ("legacy", "auto")
+TRANSPORTS = ("stdio", "http")
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------
+# Locating things
+# --------------------------------------------------------------------------------------------
+
+
+def warden_bin() -> Path:
+    """The gateway binary: $WARDEN_BIN, else $CARGO_TARGET_DIR/debug, else target/debug."""
+    if env := os.environ.get("WARDEN_BIN"):
+        return Path(env)
+    if target := os.environ.get("CARGO_TARGET_DIR"):
+        candidate = Path(target) / "debug" / "mcp-warden"
+        if candidate.exists():
+            return candidate
+    cache = Path.home() / ".cache" / "warden-target" / "debug" / "mcp-warden"
+    local = ROOT / "target" / "debug" / "mcp-warden"
+    for candidate in (local, cache):
+        if candidate.exists():
+            return candidate
+    return local
+
+
+def node_bin() -> str:
+    node = shutil.which("node")
+    assert node, "node is not on PATH (needed for @modelcontextprotocol/server-everything)"
+    return node
+
+
+# --------------------------------------------------------------------------------------------
+# Polling
+# --------------------------------------------------------------------------------------------
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
+    """Call `probe` until it returns a truthy value without raising; fail after `timeout` s.
+
+    The last value or exception goes into the failure message.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            value = await probe()
+            if value:
+                return value
+            last = value
+        except Exception as exc:  # the probe's failure is the thing we are waiting out
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+        await anyio.sleep(interval)
+
+
+def wait_sync(probe: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> T:
+    """Blocking twin of `eventually`, for process checks outside the event loop."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+            last = value
+        except Exception as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------
+# A deployment: warden.toml + registry/ in a temporary folder
+# --------------------------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def toml_dumps(doc: dict[str, Any], tables: tuple[str, ...] = ()) -> str:
+    """Write `doc` as TOML; keys named in `tables` become `[table]` sections."""
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in doc.items() if k not in tables]
+    for name in tables:
+        if name in doc:
+            lines.append(f"\n[{name}]")
+            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in doc[name].items())
+    return "\n".join(lines) + "\n"
+
+
+def notes_upstream(**overrides: Any) -> dict[str, Any]:
+    """The demo notes fixture, served by the gateway binary itself."""
+    entry: dict[str, Any] = {
+        "command": ["mcp-warden", "fixture", "notes"],
+        "prefix": "notes",
+        "domain": "notes",
+        "audience": "https://notes.internal",
+        "credential": "none",
+        "tools": {
+            "list_notes": "read",
+            "get_note": "read",
+            "echo": "read",
+            "slow_count": "read",
+            "add_note": "write",
+            "toggle_extra_tool": "write",
+            "delete_note": "destructive",
+        },
+    }
+    entry.update(overrides)
+    return entry
+
+
+def python_upstream(script: str, *args: str, tools: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+    """One of the Python fixtures in fixtures/misbehaving, run by the e2e venv's Python."""
+    entry: dict[str, Any] = {
+        "command": [str(VENV_PYTHON), str(MISBEHAVING / script), *args],
+        "credential": "none",
+        "tools": tools or {"ping": "read"},
+    }
+    entry.update(overrides)
+    return entry
+
+
+def everything_upstream(**overrides: Any) -> dict[str, Any]:
+    """@modelcontextprotocol/server-everything (npm), over stdio."""
+    entry: dict[str, Any] = {
+        "command": [node_bin(), str(EVERYTHING_JS), "stdio"],
+        "prefix": "everything",
+        "credential": "none",
+        "tools": {"echo": "read", "get-sum": "read", "trigger-long-running-operation": "read"},
+    }
+    entry.update(overrides)
+    return entry
+
+
+def time_upstream(**overrides: Any) -> dict[str, Any]:
+    """mcp-server-time (PyPI), run from the e2e venv."""
+    entry: dict[str, Any] = {
+        "command": [str(VENV_PYTHON), "-m", "mcp_server_time", "--local-timezone", "UTC"],
+        "prefix": "time",
+        "credential": "none",
+        "tools": {"get_current_time": "read", "convert_time": "read"},
+    }
+    entry.update(overrides)
+    return entry
+
+
+@dataclass
+class Deployment:
+    """A folder holding warden.toml, registry/ and the SQLite store of one gateway."""
+
+    root: Path
+    upstreams: dict[str, dict[str, Any]]
+    call_timeout_sec: int = 30
+    restart_backoff_ms: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.registry = self.root / "registry"
+        self.registry.mkdir(parents=True, exist_ok=True)
+        self.config = self.root / "warden.toml"
+        self.store = self.root / "warden.db"
+        self.logs = self.root / "logs"
+        self.logs.mkdir(exist_ok=True)
+        doc: dict[str, Any] = {
+            "registry_dir": "registry",
+            "store": f"sqlite://{self.store}",
+            **self.extra,
+            "upstream": {"call_timeout_sec": self.call_timeout_sec, "restart_backoff_ms": self.restart_backoff_ms},
+        }
+        self.config.write_text(toml_dumps(doc, tables=("upstream",)))
+        for name, entry in self.upstreams.items():
+            self.write_upstream(name, entry)
+
+    def write_upstream(self, name: str, entry: dict[str, Any]) -> Path:
+        path = self.registry / f"{name}.toml"
+        path.write_text(toml_dumps(entry, tables=("tools",)))
+        return path
+
+    def log_path(self, label: str) -> Path:
+        n = len(list(self.logs.iterdir()))
+        return self.logs / f"{n:02d}-{label}.log"
+
+    # ----- the audit store -------------------------------------------------------------------
+
+    def audit_rows(self) -> list[dict[str, Any]]:
+        """Every row of mcp_audit (raises while the store or table does not exist yet)."""
+        db = sqlite3.connect(f"file:{self.store}?mode=ro", uri=True, timeout=5)
+        try:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute("SELECT * FROM mcp_audit")]
+        finally:
+            db.close()
+
+
+def gateway_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a gateway: ours minus any WARDEN_* leaking in from outside."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
+    env.setdefault("RUST_LOG", "info")
+    env.update(extra or {})
+    return env
+
+
+def tail(path: Path, n: int = 60) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "<no log>"
+    return "\n".join(lines[-n:])
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    create_time: float
+    cmdline: tuple[str, ...]
+
+    def alive(self) -> bool:
+        """Whether this very process (not a reuse of its pid) still runs (zombies count as gone)."""
+        try:
+            p = psutil.Process(self.pid)
+            return p.create_time() == self.create_time and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+
+def snapshot(pid: int) -> ProcInfo | None:
+    try:
+        p = psutil.Process(pid)
+        return ProcInfo(p.pid, p.create_time(), tuple(p.cmdline()))
+    except psutil.Error:
+        return None
+
+
+def descendants(pid: int) -> list[ProcInfo]:
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for child in children:
+        if info := snapshot(child.pid):
+            out.append(info)
+    return out
+
+
+def kill_all(procs: list[ProcInfo]) -> None:
+    """Cleanup only: SIGKILL whatever of `procs` still runs (a failed test must not leak)."""
+    for info in procs:
+        if info.alive():
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(info.pid).kill()
+
+
+def find_gateway_pid(config: Path) -> int | None:
+    """The pid of the `mcp-warden serve … --config CONFIG` process started by this test process."""
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmd = child.cmdline()
+        except psutil.Error:
+            continue
+        if "serve" in cmd and str(config) in cmd:
+            return child.pid
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The gateway over HTTP
+# --------------------------------------------------------------------------------------------
+
+
+class HttpGateway:
+    """`mcp-warden serve --http 127.0.0.1:0`, started as a child of the test process."""
+
+    def __init__(self, dep: Deployment, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.dep = dep
+        self.cwd = cwd or dep.root
+        self.stderr_path = dep.log_path("gateway-http")
+        self.env = gateway_env(env)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+        self.seen: list[ProcInfo] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> HttpGateway:
+        with self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [str(warden_bin()), "serve", "--http", "127.0.0.1:0", "--config", str(self.dep.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                env=self.env,
+                cwd=self.cwd,
+            )
+
+        def listening() -> int | None:
+            assert self.proc is not None
+            if m := LISTENING_RE.search(self.stderr_path.read_text(errors="replace")):
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                raise GatewayExited(f"gateway exited with {self.proc.returncode} before listening")
+            return None
+
+        try:
+            self.port = _wait_listening(listening, timeout)
+        except Exception as exc:
+            self.stop()
+            raise AssertionError(f"{exc}\n--- gateway stderr ---\n{tail(self.stderr_path)}") from None
+        return self
+
+    def get(self, path: str) -> int:
+        """Status code of a GET on the gateway (no proxies, loopback only)."""
+        import urllib.error
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(self.base + path, timeout=5) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        wait_sync(lambda: self.get("/readyz") == 200, timeout=timeout, interval=0.1, what="GET /readyz == 200")
+
+    def remember_children(self) -> list[ProcInfo]:
+        """Record the gateway's current descendants (for cleanup and leak checks)."""
+        assert self.proc is not None
+        now = descendants(self.proc.pid)
+        known = {(p.pid, p.create_time) for p in self.seen}
+        self.seen.extend(p for p in now if (p.pid, p.create_time) not in known)
+        return now
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.remember_children()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        kill_all(self.seen)
+
+    def __enter__(self) -> HttpGateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class GatewayExited(RuntimeError):
+    pass
+
+
+def _wait_listening(probe: Callable[[], int | None], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        port = probe()
+        if port:
+            return port
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"gateway printed no 'listening on' line within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+class RawStdioGateway:
+    """`mcp-warden serve --stdio` driven with raw JSON-RPC lines."""
+
+    def __init__(self, dep) -> None:
+        self.stderr_path = dep.log_path("gateway-raw-stdio")
+        with self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [str(warden_bin()), "serve", "--stdio", "--config", str(dep.config)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=gateway_env(),
+                cwd=dep.root,
+            )
+        self.lines: queue.Queue[dict] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for raw in self.proc.stdout:
+            try:
+                self.lines.put(json.loads(raw))
+            except ValueError:
+                self.lines.put({"garbage": raw.decode(errors="replace")})
+
+    def send(self, message: dict) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.write((json.dumps({"jsonrpc": "2.0", **message}) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def response(self, id_: int, timeout: float = 60) -> dict:
+        def probe() -> dict | None:
+            try:
+                msg = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"gateway exited {self.proc.returncode}\n{tail(self.stderr_path)}")
+                return None
+            return msg if msg.get("id") == id_ else None
+
+        return wait_sync(probe, timeout=timeout, interval=0, what=f"response {id_}")
+
+    def handshake(self) -> None:
+        self.send(
+            {
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "e2e-raw", "version": "0"},
+                },
+            }
+        )
+        reply = self.response(1)
+        assert "result" in reply, reply
+        self.send({"method": "notifications/initialized"})
+
+    def kill(self) -> None:
+        """Cleanup only: SIGKILL the gateway and whatever it left running."""
+        left = descendants(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        kill_all(left)
+
+
+# --------------------------------------------------------------------------------------------
+# Agents
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Agent:
+    """A connected MCP client plus what the test may need to know about its gateway."""
+
+    client: Client
+    transport: str
+    mode: str
+    dep: Deployment
+    stderr_path: Path
+    gateway_pid: int | None
+    notifications: list[Any] = field(default_factory=list)
+    _notified: anyio.Event = field(default_factory=anyio.Event)
+
+    async def on_message(self, message: Any) -> None:
+        if not isinstance(message, Exception):
+            self.notifications.append(message)
+            self._notified.set()
+            self._notified = anyio.Event()
+
+    def methods(self) -> list[str]:
+        return [getattr(n, "method", type(n).__name__) for n in self.notifications]
+
+
+@contextlib.asynccontextmanager
+async def stdio_agent(dep: Deployment, mode: str, *, env: dict[str, str] | None = None) -> AsyncIterator[Agent]:
+    """An agent that spawns `mcp-warden serve --stdio` itself, as an agent's config would."""
+    stderr_path = dep.log_path(f"gateway-stdio-{mode}")
+    params = StdioServerParameters(
+        command=str(warden_bin()),
+        args=["serve", "--stdio", "--config", str(dep.config)],
+        env={"RUST_LOG": "info", **(env or {})},
+        cwd=str(dep.root),
+    )
+    with stderr_path.open("w") as errlog:
+        agent = Agent(
+            client=None,  # type: ignore[arg-type]
+            transport="stdio",
+            mode=mode,
+            dep=dep,
+            stderr_path=stderr_path,
+            gateway_pid=None,
+        )
+        client = Client(
+            stdio_client(params, errlog=errlog),
+            mode=mode,
+            cache=None,
+            read_timeout_seconds=60,
+            message_handler=agent.on_message,
+        )
+        agent.client = client
+        seen: list[ProcInfo] = []
+        try:
+            async with _explained(client, stderr_path):
+                agent.gateway_pid = find_gateway_pid(dep.config)
+                try:
+                    yield agent
+                finally:
+                    if agent.gateway_pid:
+                        seen = descendants(agent.gateway_pid)
+        finally:
+            kill_all(seen)
+
+
+@contextlib.asynccontextmanager
+async def http_agent(gateway: HttpGateway, mode: str) -> AsyncIterator[Agent]:
+    """An agent connected to a running HTTP gateway."""
+    agent = Agent(
+        client=None,  # type: ignore[arg-type]
+        transport="http",
+        mode=mode,
+        dep=gateway.dep,
+        stderr_path=gateway.stderr_path,
+        gateway_pid=gateway.proc.pid if gateway.proc else None,
+    )
+    client = Client(gateway.url, mode=mode, cache=None, read_timeout_seconds=60, message_handler=agent.on_message)
+    agent.client = client
+    async with _explained(client, gateway.stderr_path):
+        yield agent
+
+
+@contextlib.asynccontextmanager
+async def _explained(client: Client, stderr_path: Path) -> AsyncIterator[Client]:
+    """Enter `client`; a failed connect reports the gateway's stderr."""
+    try:
+        entered = await client.__aenter__()
+    except BaseException as exc:
+        raise AssertionError(
+            f"agent could not connect: {exc!r}\n--- gateway stderr ---\n{tail(stderr_path)}"
+        ) from exc
+    try:
+        yield entered
+    finally:
+        await client.__aexit__(None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def open_agent(dep: Deployment, transport: str, mode: str, *, wait_for: set[str] | None = None) -> AsyncIterator[Agent]:
+    """Start a gateway over `transport` for `dep` and connect one agent in `mode`.
+
+    `wait_for`: exposed tool names that must be listed before the test body runs (the upstreams
+    connect asynchronously; over HTTP /readyz is awaited first).
+    """
+    if transport == "stdio":
+        async with stdio_agent(dep, mode) as agent:
+            if wait_for:
+                await wait_for_tools(agent, wait_for)
+            yield agent
+    else:
+        with HttpGateway(dep) as gw:
+            await anyio.to_thread.run_sync(gw.wait_ready)
+            async with http_agent(gw, mode) as agent:
+                if wait_for:
+                    await wait_for_tools(agent, wait_for)
+                yield agent
+
+
+# --------------------------------------------------------------------------------------------
+# Assertions on MCP results
+# --------------------------------------------------------------------------------------------
+
+
+async def tool_names(agent: Agent) -> set[str]:
+    names: set[str] = set()
+    cursor = None
+    while True:
+        page = await agent.client.list_tools(cursor=cursor)
+        names.update(t.name for t in page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            return names
+
+
+async def wait_for_tools(agent: Agent, expected: set[str], timeout: float = 30.0) -> set[str]:
+    async def probe() -> set[str] | None:
+        names = await tool_names(agent)
+        return names if expected <= names else None
+
+    try:
+        return await eventually(probe, timeout=timeout, what=f"tools {sorted(expected)} to be listed")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- gateway stderr ---\n{tail(agent.stderr_path)}") from None
+
+
+def text_of(result: Any) -> str:
+    """The concatenated text content of a CallToolResult."""
+    return "\n".join(getattr(c, "text", "") for c in result.content if getattr(c, "type", None) == "text")
+
+
+def sha8(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+def log_has(path: Path, needle: str) -> bool:
+    try:
+        return needle in path.read_text(errors="replace")
+    except FileNotFoundError:
+        return False

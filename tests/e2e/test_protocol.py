@@ -1,0 +1,209 @@
+"""Both protocol eras × both agent transports against the notes fixture: tools, resources,
+prompts, completion, and the errors an agent sees for an unknown tool."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mcp import MCPError
+from mcp_types import PromptReference
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+from harness import (
+    ERAS,
+    MODERN,
+    NAME_RE,
+    TRANSPORTS,
+    HttpGateway,
+    descendants,
+    eventually,
+    http_agent,
+    notes_upstream,
+    open_agent,
+    python_upstream,
+    text_of,
+    tool_names,
+    wait_for_tools,
+)
+
+pytestmark = pytest.mark.anyio
+
+NOTES_TOOLS = {
+    "notes__list_notes",
+    "notes__get_note",
+    "notes__add_note",
+    "notes__delete_note",
+    "notes__echo",
+    "notes__toggle_extra_tool",
+    "notes__slow_count",
+}
+
+
+def blob(result) -> str:
+    """Everything a tool result says, as one string (text content and structured content)."""
+    return text_of(result) + json.dumps(result.structured_content or {})
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", ERAS)
+async def test_tools_resources_prompts_completion(deploy, mode, transport):
+    dep = deploy({"notes": notes_upstream()})
+    async with open_agent(dep, transport, mode, wait_for={"notes__list_notes"}) as agent:
+        c = agent.client
+        if mode == "auto":
+            assert c.protocol_version == MODERN, "auto mode should negotiate 2026-07-28 with the gateway"
+        else:
+            assert c.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+
+        # tools/list: namespaced, valid names, object schemas
+        tools = (await c.list_tools()).tools
+        names = {t.name for t in tools}
+        assert NOTES_TOOLS <= names, f"missing: {NOTES_TOOLS - names}"
+        for tool in tools:
+            assert NAME_RE.match(tool.name), tool.name
+            assert tool.name.startswith("notes__"), tool.name
+            assert tool.input_schema.get("type") == "object", (tool.name, tool.input_schema)
+
+        # tools/call: write then read back
+        title = f"e2e {mode} {transport}"
+        body = f"body of {mode}/{transport}"
+        added = await c.call_tool("notes__add_note", {"title": title, "body": body})
+        assert not added.is_error, text_of(added)
+        listed = await c.call_tool("notes__list_notes", {})
+        assert not listed.is_error, text_of(listed)
+        assert title in blob(listed)
+        echoed = await c.call_tool("notes__echo", {"text": "hello warden"})
+        assert not echoed.is_error and "hello warden" in blob(echoed)
+
+        # resources: namespaced as warden://notes/<original uri>, readable through the gateway
+        resources = (await c.list_resources()).resources
+        assert resources, "the notes fixture lists its notes as resources"
+        for resource in resources:
+            assert str(resource.uri).startswith("warden://notes/note://"), resource.uri
+        texts = []
+        for resource in resources:
+            read = await c.read_resource(str(resource.uri))
+            assert read.contents, resource.uri
+            texts.extend(getattr(part, "text", "") for part in read.contents)
+        assert any(body in t for t in texts), f"note body {body!r} not in any resource: {texts}"
+
+        templates = (await c.list_resource_templates()).resource_templates
+        assert "warden://notes/note://{id}" in {t.uri_template for t in templates}
+
+        # prompts: namespaced like tools
+        prompts = (await c.list_prompts()).prompts
+        assert "notes__summarize_notes" in {p.name for p in prompts}
+        prompt = await c.get_prompt("notes__summarize_notes", {"style": "brief"})
+        assert prompt.messages, "the prompt has messages"
+
+        # completion of the prompt's `style` argument
+        done = await c.complete(PromptReference(type="ref/prompt", name="notes__summarize_notes"), {"name": "style", "value": "b"})
+        assert "brief" in done.completion.values
+        done = await c.complete(PromptReference(type="ref/prompt", name="notes__summarize_notes"), {"name": "style", "value": "d"})
+        assert "detailed" in done.completion.values
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", ERAS)
+async def test_new_note_is_readable_at_its_namespaced_uri(deploy, mode, transport):
+    """A note added through a tool is readable at the namespaced URI built from the template."""
+    dep = deploy({"notes": notes_upstream()})
+    async with open_agent(dep, transport, mode, wait_for={"notes__add_note"}) as agent:
+        c = agent.client
+        before = {str(r.uri) for r in (await c.list_resources()).resources}
+        added = await c.call_tool("notes__add_note", {"title": "template", "body": "via template"})
+        assert not added.is_error, text_of(added)
+
+
+        # the upstream announces the change (resources/list_changed); the gateway's listing follows
+        async def new_uris() -> set[str]:
+            return {str(r.uri) for r in (await c.list_resources()).resources} - before
+
+        new = await eventually(new_uris, timeout=10, what="the new note to be listed as a resource")
+        assert len(new) == 1, f"expected one new note resource, got {new}"
+        uri = new.pop()
+        read = await c.read_resource(uri)
+        assert any("via template" in getattr(p, "text", "") for p in read.contents)
+        # a URI outside every upstream's namespace is not forwarded anywhere
+        with pytest.raises(MCPError):
+            await c.read_resource("note://" + uri.rsplit("/", 1)[-1])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", ERAS)
+async def test_unknown_tool_is_a_jsonrpc_error(deploy, mode, transport):
+    dep = deploy({"notes": notes_upstream()})
+    async with open_agent(dep, transport, mode, wait_for={"notes__echo"}) as agent:
+        for name in ("notes__no_such_tool", "nobody__echo", "echo"):
+            with pytest.raises(MCPError) as info:
+                await agent.client.call_tool(name, {})
+            assert info.value.code == -32602, (name, info.value.code, str(info.value))
+            assert "unknown tool" in str(info.value).lower(), (name, str(info.value))
+        # and the gateway still answers afterwards
+        ok = await agent.client.call_tool("notes__echo", {"text": "still here"})
+        assert not ok.is_error and "still here" in blob(ok)
+
+
+async def test_health_and_readiness_endpoints(deploy):
+    dep = deploy({"notes": notes_upstream()})
+    with HttpGateway(dep) as gw:
+        assert gw.get("/healthz") == 200
+        gw.wait_ready()
+        assert gw.get("/readyz") == 200
+        assert gw.get("/no-such-path") == 404
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_disabled_upstream_is_neither_started_nor_exposed(deploy, transport):
+    dep = deploy(
+        {
+            "notes": notes_upstream(),
+            "crash": python_upstream("crash.py", enabled=False),
+        }
+    )
+    async with open_agent(dep, transport, "auto", wait_for={"notes__echo"}) as agent:
+        names = await tool_names(agent)
+        assert not any(n.startswith("crash__") for n in names), names
+        with pytest.raises(MCPError) as info:
+            await agent.client.call_tool("crash__ping", {})
+        assert info.value.code == -32602 and "unknown tool" in str(info.value).lower()
+        running = [" ".join(p.cmdline) for p in descendants(agent.gateway_pid)] if agent.gateway_pid else []
+        assert agent.gateway_pid and not any("crash.py" in cmd for cmd in running), running
+
+
+async def test_relative_paths_resolve_against_the_config_folder(deploy, tmp_path):
+    """registry_dir and store are relative to warden.toml's folder, not to the working directory."""
+    dep = deploy({"notes": notes_upstream()}, extra={"store": "sqlite://relative.db"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with HttpGateway(dep, cwd=elsewhere) as gw:
+        gw.wait_ready()
+        async with http_agent(gw, "auto") as agent:
+            await wait_for_tools(agent, {"notes__echo"})
+            result = await agent.client.call_tool("notes__echo", {"text": "where am I"})
+            assert not result.is_error
+        dep.store = dep.root / "relative.db"
+        rows = await eventually(lambda: _async(dep.audit_rows()), timeout=20, what="a row in <config dir>/relative.db")
+        assert len(rows) == 1
+    assert not (elsewhere / "relative.db").exists() and not (elsewhere / "registry").exists()
+
+
+async def test_environment_overrides_the_config_file(deploy, tmp_path):
+    """WARDEN_STORE beats `store` in warden.toml."""
+    dep = deploy({"notes": notes_upstream()})
+    other = tmp_path / "from-env.db"
+    with HttpGateway(dep, env={"WARDEN_STORE": f"sqlite://{other}"}) as gw:
+        gw.wait_ready()
+        async with http_agent(gw, "legacy") as agent:
+            await wait_for_tools(agent, {"notes__echo"})
+            assert not (await agent.client.call_tool("notes__echo", {"text": "env"})).is_error
+        configured = dep.store
+        dep.store = other
+        rows = await eventually(lambda: _async(dep.audit_rows()), timeout=20, what=f"a row in {other}")
+        assert len(rows) == 1
+        assert not configured.exists(), "the store named in warden.toml was not used"
+
+
+async def _async(value):
+    return value

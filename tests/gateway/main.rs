@@ -1,0 +1,10 @@
+//! The gateway end to end, in Rust: the real `mcp-warden` binary fronting the real notes fixture,
+//! driven by real rmcp agents over stdio and Streamable HTTP, in both protocol eras
+//! (2025-11-25 `initialize`, 2026-07-28 `server/discover`). One module per feature.
+
+mod harness;
+
+mod list_changed;
+mod round_trip;
+mod shutdown;
+mod unknown_tool;
