@@ -9,7 +9,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
-export WARDEN_BIN="$CARGO_TARGET_DIR/debug/mcp-warden"
 
 step() { printf '\n==> %s\n' "$*"; }
 

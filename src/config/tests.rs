@@ -13,6 +13,7 @@ use super::*;
 fn load_in_jail(toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
     let mut out = Err(String::new());
     Jail::expect_with(|jail| {
+        jail.clear_env();
         jail.create_file("warden.toml", toml)?;
         for (k, v) in env {
             jail.set_env(k, v);
