@@ -40,6 +40,23 @@ struct RawConfig {
     listen: String,
     stdio_principal: String,
     upstream: RawUpstreamConfig,
+    pins: RawPinsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPinsConfig {
+    recheck_sec: f64,
+    deploy_windows: Vec<String>,
+    change_tickets: Vec<RawTicket>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTicket {
+    upstream: String,
+    ticket: String,
+    until: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +84,7 @@ impl Default for RawConfig {
                 restart_backoff_max_ms: 30_000,
                 startup_wait_sec: 20.0,
             },
+            pins: RawPinsConfig { recheck_sec: 60.0, deploy_windows: Vec::new(), change_tickets: Vec::new() },
         }
     }
 }
@@ -87,6 +105,19 @@ pub struct Config {
     pub stdio_principal: String,
     /// Upstream supervision and dispatch settings.
     pub upstream: UpstreamConfig,
+    /// Manifest pinning.
+    pub pins: PinsConfig,
+}
+
+/// Manifest pinning settings.
+#[derive(Debug, Clone)]
+pub struct PinsConfig {
+    /// How often each live manifest (and its lock file) is checked again.
+    pub recheck: Duration,
+    /// Deploy windows: drift inside one is expected.
+    pub deploy_windows: Vec<crate::decide::pins::Window>,
+    /// Change tickets that cover an upstream's drift until a time.
+    pub change_tickets: Vec<crate::decide::pins::Ticket>,
 }
 
 /// Upstream supervision and dispatch settings.
@@ -112,6 +143,15 @@ pub enum StoreUrl {
 }
 
 impl Config {
+    /// The folder upstream working directories are relative to: the registry folder's parent
+    /// (`.` when the registry folder is a bare relative name).
+    pub fn base_dir(&self) -> PathBuf {
+        match self.registry_dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
     /// Load defaults, then the config file (if given, or `warden.toml` in the working directory
     /// if present), then `WARDEN_*` environment variables.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -184,7 +224,32 @@ impl Config {
                 problem: "must not be empty".to_owned(),
             });
         }
+        let mut deploy_windows = Vec::new();
+        for w in &raw.pins.deploy_windows {
+            deploy_windows.push(crate::decide::pins::Window::parse(w).map_err(|problem| ConfigError::Value {
+                key: "pins.deploy_windows",
+                problem,
+            })?);
+        }
+        let mut change_tickets = Vec::new();
+        for t in &raw.pins.change_tickets {
+            let until = time::OffsetDateTime::parse(&t.until, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| ConfigError::Value {
+                    key: "pins.change_tickets",
+                    problem: format!("ticket {:?}: `until` must be RFC 3339 (2026-12-01T00:00:00Z): {e}", t.ticket),
+                })?;
+            change_tickets.push(crate::decide::pins::Ticket {
+                upstream: t.upstream.clone(),
+                id: t.ticket.clone(),
+                until,
+            });
+        }
         Ok(Self {
+            pins: PinsConfig {
+                recheck: secs("pins.recheck_sec", raw.pins.recheck_sec)?,
+                deploy_windows,
+                change_tickets,
+            },
             registry_dir: rel(raw.registry_dir),
             policies_dir: rel(raw.policies_dir),
             store,

@@ -20,6 +20,9 @@ pub enum GatewayError {
     /// No upstream owns that URI.
     #[error("unknown resource: {0}")]
     UnknownResource(String),
+    /// The tool is withheld: its live definition drifted from its pin.
+    #[error("tool `{tool}` is withheld: {detail} (manifest_drift); an operator must review the change and re-pin it")]
+    ManifestDrift { tool: String, detail: String },
     /// The upstream is not connected.
     #[error("upstream `{name}` is unavailable: {reason}")]
     Unavailable { name: String, reason: String },
@@ -47,7 +50,7 @@ impl GatewayError {
             Self::UnknownTool(_) | Self::UnknownPrompt(_) | Self::UnknownResource(_) => {
                 Decision::Deny
             }
-            Self::Unavailable { .. } => Decision::Deny,
+            Self::ManifestDrift { .. } | Self::Unavailable { .. } => Decision::Deny,
             Self::Timeout { .. }
             | Self::Cancelled
             | Self::Refused { .. }
@@ -60,6 +63,7 @@ impl GatewayError {
     pub fn stage(&self) -> &'static str {
         match self {
             Self::UnknownTool(_) | Self::UnknownPrompt(_) | Self::UnknownResource(_) => "resolve",
+            Self::ManifestDrift { .. } => "pin",
             Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Cancelled
@@ -75,6 +79,7 @@ impl GatewayError {
             Self::UnknownTool(_) => "unknown_tool",
             Self::UnknownPrompt(_) => "unknown_prompt",
             Self::UnknownResource(_) => "unknown_resource",
+            Self::ManifestDrift { .. } => "manifest_drift",
             Self::Unavailable { .. } => "upstream_unavailable",
             Self::Timeout { .. } => "timeout",
             Self::Cancelled => "cancelled",
@@ -97,7 +102,8 @@ impl GatewayError {
             }
             Self::Refused { error, .. } => Err(error),
             Self::Cancelled => Err(McpError::internal_error("request cancelled", None)),
-            e @ (Self::Unavailable { .. }
+            e @ (Self::ManifestDrift { .. }
+            | Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Transport { .. }
             | Self::Input { .. }) => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
@@ -116,7 +122,8 @@ impl GatewayError {
                 McpError::resource_not_found(format!("unknown resource: {uri}"), None)
             }
             Self::Refused { error, .. } => error,
-            e @ (Self::Unavailable { .. }
+            e @ (Self::ManifestDrift { .. }
+            | Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Cancelled
             | Self::Transport { .. }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod pin;
 pub mod serve;
 
 /// mcp-warden: one MCP server in front of every registered upstream.
@@ -19,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve agents: on stdio (`--stdio`) or Streamable HTTP (`--http ADDR`, default).
     Serve(serve::ServeArgs),
+    /// Pin upstream manifests: write registry/<name>.lock.json (or `--diff` against it).
+    Pin(pin::PinArgs),
     /// Run a fixture MCP server (the demo notes server, the conformance fixture).
     #[command(hide = true)]
     Fixture(FixtureArgs),
@@ -38,6 +41,7 @@ pub struct FixtureArgs {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::main(args),
+        Command::Pin(args) => pin::main(args),
         Command::Fixture(args) => crate::fixture::main(args),
     }
 }

@@ -1,3 +1,6 @@
-//! Pure decisions: no IO, no async, no clock. Same input, same output.
+//! Pure decisions: no IO, no async, no clock (time is an argument). Same input, same output.
 
+pub mod canonical;
 pub mod names;
+pub mod pins;
+pub mod scan;

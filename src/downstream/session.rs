@@ -197,7 +197,7 @@ impl ServerHandler for AgentSession {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         Ok(ListToolsResult::with_all_items(
-            self.gw.catalog.load().tools.clone(),
+            self.gw.catalog.load().listed.clone(),
         ))
     }
 

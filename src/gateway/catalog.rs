@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
 use crate::decide::names;
+use crate::decide::pins::ItemState;
 use crate::upstream::Upstream;
 use crate::upstream::registry::ActionClass;
 
@@ -20,15 +21,20 @@ pub struct ToolRoute {
     pub original: String,
     /// Its action class from the registry.
     pub class: ActionClass,
-    /// Index of its exposed definition in [`Catalog::tools`].
+    /// Index of its exposed definition in the catalog.
     pub def: usize,
+    /// Why it is withheld (its live definition drifted from the pin), if it is.
+    pub withheld: Option<Arc<str>>,
 }
 
 /// All exposed items and their routes.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    /// Exposed tools, in registry order.
-    pub tools: Vec<Tool>,
+    /// Tools listed to agents (pinned and not withheld), in registry order.
+    pub listed: Vec<Tool>,
+    /// Every routed tool definition, withheld ones included.
+    tools: Vec<Tool>,
+    hidden: Vec<usize>,
     /// Exposed prompts.
     pub prompts: Vec<Prompt>,
     /// Exposed resources.
@@ -46,7 +52,11 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Build from the upstreams' last known manifests. Disabled upstreams contribute nothing.
+    /// Build from the upstreams' locks: agents see pinned definitions, never live ones. An
+    /// upstream without a lock contributes nothing; a pinned item whose live definition drifted
+    /// (or every item, when the fingerprint changed) is withheld: not listed, and a call to it
+    /// is refused by the pin gate. Items the live manifest dropped disappear. Resources are
+    /// data, listed live from an upstream that is not wholly drifted.
     pub fn build(upstreams: &[Arc<Upstream>]) -> Self {
         let mut c = Self::default();
         let mut owner: HashMap<String, &str> = HashMap::new();
@@ -55,58 +65,91 @@ impl Catalog {
             if !spec.enabled {
                 continue;
             }
+            let Some(lock) = up.lock() else { continue };
             if spec.prefix.is_empty() {
                 c.plain_upstreams.push(i);
             } else {
                 c.prefixes.insert(spec.prefix.clone(), i);
             }
-            let Some(m) = up.manifest() else { continue };
-            for tool in &m.tools {
-                let exposed = names::expose(&spec.prefix, &tool.name);
+            let verdict = up.verdict();
+            let whole: Option<Arc<str>> = verdict
+                .as_ref()
+                .filter(|v| !v.upstream_drift.is_empty())
+                .map(|v| format!("upstream `{}` changed since it was pinned ({})", spec.name, v.upstream_drift.join("; ")).into());
+            let state = |map: Option<&std::collections::BTreeMap<String, ItemState>>, name: &str| {
+                map.and_then(|m| m.get(name).cloned()).unwrap_or(ItemState::Pinned)
+            };
+            for item in &lock.tools {
+                let withheld = match (&whole, state(verdict.as_ref().map(|v| &v.tools), &item.name)) {
+                    (_, ItemState::Removed) => continue,
+                    (Some(reason), _) => Some(reason.clone()),
+                    (None, ItemState::Drifted) => Some(
+                        format!("the live definition of `{}` differs from its pin", item.name).into(),
+                    ),
+                    (None, ItemState::Pinned) => None,
+                };
+                let Ok(mut tool) = serde_json::from_value::<Tool>(item.definition.clone()) else {
+                    tracing::error!(upstream = %spec.name, tool = %item.name, "pinned definition is not a tool; withheld");
+                    continue;
+                };
+                let exposed = names::expose(&spec.prefix, &item.name);
                 if let Some(first) = owner.get(&exposed) {
-                    c.collisions.push(format!(
-                        "tool `{exposed}` of upstreams `{first}` and `{}`",
-                        spec.name
-                    ));
+                    c.collisions.push(format!("tool `{exposed}` of upstreams `{first}` and `{}`", spec.name));
                     continue;
                 }
                 owner.insert(exposed.clone(), &spec.name);
-                let mut t = tool.clone();
-                t.name = exposed.clone().into();
+                tool.name = exposed.clone().into();
                 let route = ToolRoute {
                     upstream: i,
-                    original: tool.name.to_string(),
-                    class: spec.action_class(&tool.name),
+                    original: item.name.clone(),
+                    class: spec.action_class(&item.name),
                     def: c.tools.len(),
+                    withheld: withheld.clone(),
                 };
                 c.tool_routes.insert(exposed, route);
-                c.tools.push(t);
+                // Withheld tools keep a route (so a call is told why) but are never listed.
+                c.tools.push(tool);
+                if withheld.is_some() {
+                    c.hidden.push(c.tools.len() - 1);
+                }
             }
-            for prompt in &m.prompts {
-                let exposed = names::expose(&spec.prefix, &prompt.name);
+            for item in &lock.prompts {
+                if whole.is_some() || state(verdict.as_ref().map(|v| &v.prompts), &item.name) != ItemState::Pinned {
+                    continue;
+                }
+                let Ok(mut prompt) = serde_json::from_value::<Prompt>(item.definition.clone()) else { continue };
+                let exposed = names::expose(&spec.prefix, &item.name);
                 let key = format!("prompt:{exposed}");
                 if let Some(first) = owner.get(&key) {
-                    c.collisions.push(format!(
-                        "prompt `{exposed}` of upstreams `{first}` and `{}`",
-                        spec.name
-                    ));
+                    c.collisions.push(format!("prompt `{exposed}` of upstreams `{first}` and `{}`", spec.name));
                     continue;
                 }
                 owner.insert(key, &spec.name);
-                let mut p = prompt.clone();
-                p.name = exposed.clone();
-                c.prompt_routes.insert(exposed, (i, prompt.name.clone()));
-                c.prompts.push(p);
+                prompt.name = exposed.clone();
+                c.prompt_routes.insert(exposed, (i, item.name.clone()));
+                c.prompts.push(prompt);
             }
+            for item in &lock.resource_templates {
+                if whole.is_some() || state(verdict.as_ref().map(|v| &v.templates), &item.name) != ItemState::Pinned {
+                    continue;
+                }
+                let Ok(mut t) = serde_json::from_value::<ResourceTemplate>(item.definition.clone()) else { continue };
+                t.uri_template = names::expose_uri(&spec.prefix, &item.name);
+                if spec.prefix.is_empty() {
+                    c.plain_templates.push((i, item.name.clone()));
+                }
+                c.templates.push(t);
+            }
+            if whole.is_some() {
+                continue;
+            }
+            let Some(m) = up.manifest() else { continue };
             for res in &m.resources {
                 let exposed = names::expose_uri(&spec.prefix, &res.uri);
                 if spec.prefix.is_empty() {
                     let key = format!("uri:{exposed}");
                     if let Some(first) = owner.get(&key) {
-                        c.collisions.push(format!(
-                            "resource `{exposed}` of upstreams `{first}` and `{}`",
-                            spec.name
-                        ));
+                        c.collisions.push(format!("resource `{exposed}` of upstreams `{first}` and `{}`", spec.name));
                         continue;
                     }
                     owner.insert(key, &spec.name);
@@ -116,14 +159,17 @@ impl Catalog {
                 r.uri = exposed;
                 c.resources.push(r);
             }
-            for tpl in &m.templates {
-                let mut t = tpl.clone();
-                t.uri_template = names::expose_uri(&spec.prefix, &tpl.uri_template);
-                if spec.prefix.is_empty() {
-                    c.plain_templates.push((i, tpl.uri_template.clone()));
-                }
-                c.templates.push(t);
-            }
+        }
+        if !c.hidden.is_empty() {
+            c.listed = c
+                .tools
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !c.hidden.contains(i))
+                .map(|(_, t)| t.clone())
+                .collect();
+        } else {
+            c.listed = c.tools.clone();
         }
         c
     }
@@ -137,6 +183,7 @@ impl Catalog {
     pub fn tool_def(&self, exposed: &str) -> Option<&Tool> {
         self.tool_routes
             .get(exposed)
+            .filter(|r| r.withheld.is_none())
             .and_then(|r| self.tools.get(r.def))
     }
 

@@ -98,6 +98,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         audit,
     });
     let (changed_tx, changed_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    // Locks are read before any connection: an upstream without one is never exposed.
+    for up in &gateway.upstreams {
+        up.reload_lock();
+        if up.spec.enabled && up.lock().is_none() {
+            let path = crate::upstream::pinning::lock_path(&up.spec);
+            tracing::warn!(
+                upstream = %up.spec.name,
+                lock = %path.display(),
+                "no valid lock file: this upstream is NOT exposed (fail closed); review it and run `mcp-warden pin {}`",
+                up.spec.name
+            );
+        }
+    }
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
@@ -107,17 +121,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let env = SupervisorEnv {
         config: gateway.config.upstream.clone(),
         http,
-        default_cwd: gateway
-            .config
-            .registry_dir
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default(),
+        default_cwd: gateway.config.base_dir(),
         changed: changed_tx,
+        events: events_tx,
+        pins: gateway.config.pins.clone(),
         shutdown: shutdown.clone(),
     };
     let mut tasks = JoinSet::new();
     tasks.spawn(catalog_task(gateway.clone(), changed_rx));
+    tasks.spawn(event_task(store.clone(), events_rx));
     for (i, up) in gateway.upstreams.iter().enumerate() {
         tasks.spawn(upstream::supervise(up.clone(), i, env.clone()));
     }
@@ -183,6 +195,16 @@ impl Running {
     }
 }
 
+/// Write drift and registry events to the store and the log (the gates issue pages on them).
+async fn event_task(store: SqliteStore, mut events: mpsc::UnboundedReceiver<crate::store::GateEvent>) {
+    while let Some(e) = events.recv().await {
+        tracing::warn!(gate = e.gate, upstream = %e.upstream, ticket = ?e.ticket, "{}", e.detail);
+        if let Err(error) = store.record_event(&e).await {
+            tracing::error!(%error, gate = e.gate, "gate event not stored");
+        }
+    }
+}
+
 /// Rebuild the catalog whenever an upstream's manifest or availability changes, and tell the
 /// agents what changed.
 async fn catalog_task(gw: Arc<Gateway>, mut changed: mpsc::UnboundedReceiver<(usize, Refresh)>) {
@@ -195,7 +217,7 @@ async fn catalog_task(gw: Arc<Gateway>, mut changed: mpsc::UnboundedReceiver<(us
         }
         let old = gw.catalog.swap(Arc::new(new));
         let new = gw.catalog.load();
-        if old.tools != new.tools {
+        if old.listed != new.listed {
             gw.hub.publish(AgentEvent::ToolsChanged);
         }
         if old.prompts != new.prompts {

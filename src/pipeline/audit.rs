@@ -5,6 +5,7 @@ use std::time::Instant;
 use rmcp::model::{CallToolResponse, JsonObject};
 use sha2::{Digest, Sha256};
 
+use crate::decide::canonical;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::gateway::catalog::ToolRoute;
@@ -93,45 +94,10 @@ impl Draft {
 pub fn args_digest(args: Option<&JsonObject>) -> String {
     let mut buf = Vec::with_capacity(128);
     match args {
-        Some(a) => canonical_map(a, &mut buf),
+        Some(a) => canonical::write_map(a, &mut buf),
         None => buf.extend_from_slice(b"{}"),
     }
     hex::encode(Sha256::digest(&buf))
-}
-
-/// Canonical JSON: object keys sorted, no insignificant whitespace.
-pub fn canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
-    use serde_json::Value;
-    match v {
-        Value::Object(map) => canonical_map(map, out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical(item, out);
-            }
-            out.push(b']');
-        }
-        other => out.extend_from_slice(other.to_string().as_bytes()),
-    }
-}
-
-fn canonical_map(map: &JsonObject, out: &mut Vec<u8>) {
-    let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    out.push(b'{');
-    for (i, (k, v)) in entries.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // Serialising a string cannot fail; an empty key is still valid JSON.
-        out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
-        out.push(b':');
-        canonical(v, out);
-    }
-    out.push(b'}');
 }
 
 #[cfg(test)]
@@ -139,15 +105,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn canonical_is_order_independent() {
-        let a: serde_json::Value =
-            serde_json::from_str(r#"{"b": [1, {"y": 2, "x": "é"}], "a": null}"#).unwrap();
-        let mut out = Vec::new();
-        canonical(&a, &mut out);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"{"a":null,"b":[1,{"x":"é","y":2}]}"#
-        );
+    fn digest_is_order_independent() {
         let x = serde_json::json!({"a": 1, "b": 2});
         let y = serde_json::json!({"b": 2, "a": 1});
         assert_eq!(args_digest(x.as_object()), args_digest(y.as_object()));

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod authenticate;
 pub mod dispatch;
+pub mod pin_gate;
 pub mod resolve;
 
 use rmcp::ErrorData as McpError;
@@ -63,6 +64,8 @@ async fn stages(
     let route = resolve::tool(&catalog, &params.name)?;
     drop(catalog);
     draft.resolved(gw, &route);
+    // pin gate: only a tool whose live definition is still the pinned one may be reached.
+    pin_gate::check(&route, &params.name)?;
     let up = gw.upstream(route.upstream)?;
     // dispatch: last, under the time limit and the agent's cancellation.
     dispatch::call_tool(

@@ -83,6 +83,22 @@ const BATCH: usize = 256;
 /// Longest a row waits for others to share its transaction.
 const LINGER: Duration = Duration::from_millis(20);
 
+/// Something a detection gate watches for: `registry_drift`, `manifest_drift` (covered by a
+/// deploy window or ticket), `manifest_drift_outside_window`.
+#[derive(Debug, Clone)]
+pub struct GateEvent {
+    /// When it was observed (UTC).
+    pub event_time: time::OffsetDateTime,
+    /// Which gate it feeds.
+    pub gate: &'static str,
+    /// The upstream concerned.
+    pub upstream: String,
+    /// What was seen.
+    pub detail: String,
+    /// The change ticket that covers it, if any.
+    pub ticket: Option<String>,
+}
+
 /// Handle to the audit writer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditSink {

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, SqlitePool};
 
-use super::{AuditRecord, StoreError};
+use super::{AuditRecord, GateEvent, StoreError};
 
 /// Schema migrations, applied in order once each; never edit a shipped one.
 const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS mcp_audit (
@@ -28,7 +28,16 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS mcp_audit (
     latency_us INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS mcp_audit_time ON mcp_audit (event_time);
-CREATE INDEX IF NOT EXISTS mcp_audit_class_decision ON mcp_audit (action_class, decision, event_time);"];
+CREATE INDEX IF NOT EXISTS mcp_audit_class_decision ON mcp_audit (action_class, decision, event_time);",
+"CREATE TABLE IF NOT EXISTS gate_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_time TEXT NOT NULL,
+    gate TEXT NOT NULL,
+    upstream TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    ticket TEXT
+);
+CREATE INDEX IF NOT EXISTS gate_events_time ON gate_events (gate, event_time);"];
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
@@ -117,6 +126,19 @@ impl SqliteStore {
                 .push_bind(r.latency_us);
         });
         qb.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Record one gate event.
+    pub async fn record_event(&self, e: &GateEvent) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO gate_events (event_time, gate, upstream, detail, ticket) VALUES (?, ?, ?, ?, ?)")
+            .bind(e.event_time.format(TIME_FORMAT).unwrap_or_default())
+            .bind(e.gate)
+            .bind(&e.upstream)
+            .bind(&e.detail)
+            .bind(&e.ticket)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -27,6 +27,8 @@ pub enum Refresh {
     Tools,
     Resources,
     Prompts,
+    /// Everything (periodic re-check).
+    All,
 }
 
 /// Handles what one upstream sends the gateway.
@@ -37,6 +39,11 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
+    /// A handler for the upstream of `shared`; list changes are sent to `refresh`.
+    pub fn new(shared: Arc<Shared>, refresh: mpsc::UnboundedSender<Refresh>) -> Self {
+        Self { shared, refresh }
+    }
+
     fn no_agent(what: &str) -> McpError {
         McpError::internal_error(
             format!("mcp-warden: no single agent call to forward this {what} to"),

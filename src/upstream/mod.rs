@@ -5,6 +5,7 @@
 pub mod client;
 pub mod connect;
 pub mod manifest;
+pub mod pinning;
 pub mod registry;
 
 use std::collections::HashSet;
@@ -21,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use self::client::{Refresh, UpstreamClient};
 use self::manifest::{Manifest, Offered};
 use self::registry::UpstreamSpec;
-use crate::config::UpstreamConfig;
+use crate::config::{PinsConfig, UpstreamConfig};
+use crate::decide::pins::{self, Lock, Verdict};
+use crate::store::GateEvent;
 use crate::gateway::hub::{Hub, InFlight};
 
 /// State shared between an upstream's supervisor, its client handler and the request path.
@@ -59,6 +62,9 @@ pub struct Upstream {
     pub shared: Arc<Shared>,
     conn: ArcSwapOption<Peer<RoleClient>>,
     manifest: ArcSwapOption<Manifest>,
+    lock: ArcSwapOption<Lock>,
+    verdict: ArcSwapOption<Verdict>,
+    shadow_reported: std::sync::atomic::AtomicBool,
     watched: Mutex<HashSet<String>>,
     status: watch::Sender<Status>,
 }
@@ -82,6 +88,9 @@ impl Upstream {
             shared,
             conn: ArcSwapOption::empty(),
             manifest: ArcSwapOption::empty(),
+            lock: ArcSwapOption::empty(),
+            verdict: ArcSwapOption::empty(),
+            shadow_reported: std::sync::atomic::AtomicBool::new(false),
             watched: Mutex::default(),
             status: watch::Sender::new(status),
         }
@@ -96,6 +105,38 @@ impl Upstream {
     /// error rather than vanish).
     pub fn manifest(&self) -> Option<Arc<Manifest>> {
         self.manifest.load_full()
+    }
+
+    /// Its lock, if it has a valid one (without one it is never exposed).
+    pub fn lock(&self) -> Option<Arc<Lock>> {
+        self.lock.load_full()
+    }
+
+    /// The last judgement of its live manifest against the lock (`None` before the first).
+    pub fn verdict(&self) -> Option<Arc<Verdict>> {
+        self.verdict.load_full()
+    }
+
+    /// Read the lock file again; an unreadable or invalid lock counts as none (fail closed).
+    /// Returns whether the lock changed.
+    pub fn reload_lock(&self) -> bool {
+        let new = match pinning::read_lock(&self.spec) {
+            Ok(lock) => lock.map(Arc::new),
+            Err(error) => {
+                tracing::error!(upstream = %self.spec.name, %error, "lock file unusable; the upstream is not exposed");
+                None
+            }
+        };
+        let old = self.lock.load_full();
+        let changed = match (&old, &new) {
+            (Some(a), Some(b)) => a.manifest_sha256 != b.manifest_sha256 || a.pinned != b.pinned,
+            (None, None) => false,
+            _ => true,
+        };
+        if changed {
+            self.lock.store(new);
+        }
+        changed
     }
 
     /// Current status.
@@ -121,6 +162,10 @@ pub struct SupervisorEnv {
     pub default_cwd: PathBuf,
     /// Told the index of an upstream whose manifest or availability changed.
     pub changed: mpsc::UnboundedSender<(usize, Refresh)>,
+    /// Drift and registry events for the store and the log.
+    pub events: mpsc::UnboundedSender<GateEvent>,
+    /// Pinning settings.
+    pub pins: PinsConfig,
     pub shutdown: CancellationToken,
 }
 
@@ -166,19 +211,23 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                     "upstream connected"
                 );
                 let peer = running.peer().clone();
+                // Judge the live manifest against the lock before anything can reach it.
+                up.manifest.store(Some(Arc::new(manifest)));
+                judge(&up, &peer, &env).await;
                 if speaks_2026(&peer) {
                     listen_for_changes(&up, &peer, refresh_tx.clone()).await;
                 }
                 if let Ok(mut w) = up.watched.lock() {
                     w.clear();
                 }
-                up.manifest.store(Some(Arc::new(manifest)));
                 up.conn.store(Some(Arc::new(peer.clone())));
                 up.set_status(Status::Up);
                 let _ = env.changed.send((index, Refresh::Tools));
                 let started = tokio::time::Instant::now();
                 let ct = running.cancellation_token();
                 let mut waiting = std::pin::pin!(running.waiting());
+                let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + env.pins.recheck, env.pins.recheck);
+                recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let reason = loop {
                     tokio::select! {
                         r = &mut waiting => break format!("connection closed ({r:?})"),
@@ -188,6 +237,7 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                             break "gateway shutting down".to_owned();
                         }
                         Some(kind) = refresh_rx.recv() => refresh(&up, &peer, offered, kind, index, &env).await,
+                        _ = recheck.tick() => refresh(&up, &peer, offered, Refresh::All, index, &env).await,
                     }
                 };
                 up.conn.store(None);
@@ -214,7 +264,8 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
     }
 }
 
-fn offered(peer: &Peer<RoleClient>) -> Offered {
+/// Which lists the connected server offers.
+pub fn offered(peer: &Peer<RoleClient>) -> Offered {
     let Some(info) = peer.peer_info() else {
         return Offered {
             tools: true,
@@ -252,6 +303,7 @@ async fn refresh(
                 m.templates = peer.list_all_resource_templates().await.unwrap_or_default();
             }
             Refresh::Prompts if offered.prompts => m.prompts = peer.list_all_prompts().await?,
+            Refresh::All => m = manifest::fetch(peer, offered).await?,
             _ => {}
         }
         Ok::<_, rmcp::service::ServiceError>(())
@@ -259,6 +311,7 @@ async fn refresh(
     match tokio::time::timeout(env.config.call_timeout, read).await {
         Ok(Ok(())) => {
             up.manifest.store(Some(Arc::new(m)));
+            judge(up, peer, env).await;
             let _ = env.changed.send((index, kind));
         }
         Ok(Err(error)) => {
@@ -266,6 +319,64 @@ async fn refresh(
         }
         Err(_) => tracing::warn!(upstream = %up.spec.name, "re-reading the manifest timed out"),
     }
+}
+
+/// Re-read the lock and judge the live manifest and fingerprint against it; report drift that
+/// is new since the last judgement.
+async fn judge(up: &Upstream, peer: &Peer<RoleClient>, env: &SupervisorEnv) {
+    up.reload_lock();
+    let Some(manifest) = up.manifest() else { return };
+    let spec = up.spec.clone();
+    let p = peer.clone();
+    let cwd = env.default_cwd.clone();
+    // Hashing the program and script files is blocking IO.
+    let live = tokio::task::spawn_blocking(move || {
+        let fp = pinning::fingerprint(&spec, &p, &cwd);
+        (fp, pinning::LiveItems::of(&manifest))
+    })
+    .await;
+    let Ok((fp, items)) = live else { return };
+    let Some(lock) = up.lock() else {
+        up.verdict.store(None);
+        if !up.shadow_reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let detail = format!("connected but has no lock file: not exposed (run `mcp-warden pin {}`)", up.spec.name);
+            report(env, up, "registry_drift", detail, None);
+        }
+        return;
+    };
+    up.shadow_reported.store(false, std::sync::atomic::Ordering::Relaxed);
+    let [tools, prompts, templates] = items.hashes();
+    let verdict = pins::judge(&lock, &fp, &tools, &prompts, &templates);
+    let previous = up.verdict.swap(Some(Arc::new(verdict.clone())));
+    let was = previous.as_deref().cloned().unwrap_or_default();
+    if !verdict.upstream_drift.is_empty() && verdict.upstream_drift != was.upstream_drift {
+        report(env, up, "registry_drift", format!("fingerprint changed: {}", verdict.upstream_drift.join("; ")), None);
+    }
+    let newly: Vec<&str> =
+        verdict.drifted_names().into_iter().filter(|n| !was.drifted_names().contains(n)).collect();
+    if !newly.is_empty() {
+        let detail = format!("live definition differs from the pin: {}", newly.join(", "));
+        let now = time::OffsetDateTime::now_utc();
+        match pins::drift_cover(now, &up.spec.name, &env.pins.deploy_windows, &env.pins.change_tickets) {
+            Ok(ticket) => report(env, up, "manifest_drift", detail, ticket.map(str::to_owned)),
+            Err(()) => report(env, up, "manifest_drift_outside_window", detail, None),
+        }
+    }
+    if !verdict.unpinned.is_empty() && verdict.unpinned != was.unpinned {
+        let names: Vec<&str> = verdict.unpinned.iter().map(String::as_str).collect();
+        tracing::warn!(upstream = %up.spec.name, items = %names.join(", "), "live items not in the lock are not exposed until pinned");
+    }
+}
+
+fn report(env: &SupervisorEnv, up: &Upstream, gate: &'static str, detail: String, ticket: Option<String>) {
+    let event = GateEvent {
+        event_time: time::OffsetDateTime::now_utc(),
+        gate,
+        upstream: up.spec.name.clone(),
+        detail,
+        ticket,
+    };
+    let _ = env.events.send(event);
 }
 
 /// Whether the connection negotiated the stateless 2026-07-28 era (notifications then arrive

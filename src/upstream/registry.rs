@@ -193,7 +193,10 @@ pub fn load(dir: &Path) -> Result<Vec<UpstreamSpec>, RegistryError> {
         }
     }
     files.sort();
-    let base = dir.parent().unwrap_or(Path::new("."));
+    let base = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let specs = files
         .iter()
         .map(|f| load_file(f, base))

@@ -11,6 +11,10 @@ import pytest
 from harness import Deployment, warden_bin
 
 
+def pytest_report_header() -> str:
+    return f"mcp-warden binary: {warden_bin()}"
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -53,19 +53,16 @@ T = TypeVar("T")
 
 
 def warden_bin() -> Path:
-    """The gateway binary: $WARDEN_BIN, else $CARGO_TARGET_DIR/debug, else target/debug."""
+    """The gateway binary: $WARDEN_BIN, else $CARGO_TARGET_DIR/debug/mcp-warden, else the newer of
+    target/debug/mcp-warden and the shared cache's (so a stale local build is never preferred)."""
     if env := os.environ.get("WARDEN_BIN"):
         return Path(env)
     if target := os.environ.get("CARGO_TARGET_DIR"):
-        candidate = Path(target) / "debug" / "mcp-warden"
-        if candidate.exists():
-            return candidate
-    cache = Path.home() / ".cache" / "warden-target" / "debug" / "mcp-warden"
+        return Path(target) / "debug" / "mcp-warden"
     local = ROOT / "target" / "debug" / "mcp-warden"
-    for candidate in (local, cache):
-        if candidate.exists():
-            return candidate
-    return local
+    cache = Path.home() / ".cache" / "warden-target" / "debug" / "mcp-warden"
+    existing = [c for c in (local, cache) if c.exists()]
+    return max(existing, key=lambda c: c.stat().st_mtime) if existing else local
 
 
 def node_bin() -> str:

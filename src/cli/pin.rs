@@ -1,0 +1,279 @@
+//! `mcp-warden pin`: read each upstream's live manifest and write (or compare with) its lock.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::decide::pins::{self, Lock, PinRecord, PinnedItem};
+use crate::gateway::hub::{Hub, InFlight};
+use crate::upstream::client::UpstreamClient;
+use crate::upstream::manifest;
+use crate::upstream::pinning::{self, LiveItems};
+use crate::upstream::registry::{self, UpstreamSpec};
+use crate::upstream::{Shared, connect};
+
+/// Arguments of `mcp-warden pin`.
+#[derive(Debug, clap::Args)]
+pub struct PinArgs {
+    /// Upstreams to pin (registry names); all enabled ones when none is named.
+    pub names: Vec<String>,
+    /// Show what drifted from the lock instead of writing it (exit status 1 when something did).
+    #[arg(long)]
+    pub diff: bool,
+    /// The change ticket this pin is made under (recorded in the lock).
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Who pins (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Pin even when the poisoning scan reports findings (they are recorded in the lock).
+    #[arg(long)]
+    pub accept_findings: bool,
+    /// Configuration file (default: ./warden.toml if present).
+    #[arg(long, env = "WARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Run `pin`; the exit code is 0 when every upstream was pinned (or, with `--diff`, none drifted).
+pub fn main(args: PinArgs) -> std::process::ExitCode {
+    super::serve::init_tracing();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("mcp-warden pin: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("mcp-warden pin: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// The live state of one upstream, read for pinning.
+struct Live {
+    fingerprint: pins::Fingerprint,
+    items: LiveItems,
+}
+
+async fn read_live(spec: &UpstreamSpec, config: &Config) -> anyhow::Result<Live> {
+    let hub = Arc::new(Hub::default());
+    let shared = Arc::new(Shared {
+        name: spec.name.clone(),
+        prefix: spec.prefix.clone(),
+        inflight: InFlight::default(),
+        hub,
+    });
+    let (refresh, _refresh_rx) = mpsc::unbounded_channel();
+    let http = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).build()?;
+    let cwd = config.base_dir();
+    let attempt = async {
+        let running = connect::connect(spec, UpstreamClient::new(shared, refresh), &http, &cwd).await?;
+        let offered = crate::upstream::offered(running.peer());
+        let m = manifest::fetch(running.peer(), offered).await.context("reading the manifest")?;
+        let fingerprint = pinning::fingerprint(spec, running.peer(), &cwd);
+        let _ = running.cancel().await;
+        anyhow::Ok(Live { fingerprint, items: LiveItems::of(&m) })
+    };
+    tokio::time::timeout(config.upstream.connect_timeout, attempt)
+        .await
+        .with_context(|| format!("no answer within {:?}", config.upstream.connect_timeout))?
+}
+
+async fn run(args: PinArgs) -> anyhow::Result<bool> {
+    let config = Config::load(args.config.as_deref())?;
+    let specs = registry::load(&config.registry_dir)?;
+    for name in &args.names {
+        if !specs.iter().any(|s| &s.name == name) {
+            anyhow::bail!("no upstream named {name:?} in {}", config.registry_dir.display());
+        }
+    }
+    let selected: Vec<&UpstreamSpec> = specs
+        .iter()
+        .filter(|s| if args.names.is_empty() { s.enabled } else { args.names.contains(&s.name) })
+        .collect();
+    let by = args.by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".to_owned());
+    let mut all_ok = true;
+    for spec in selected {
+        let live = match read_live(spec, &config).await {
+            Ok(l) => l,
+            Err(error) => {
+                eprintln!("{}: cannot read the live manifest: {error:#}", spec.name);
+                all_ok = false;
+                continue;
+            }
+        };
+        let existing = match pinning::read_lock(spec) {
+            Ok(l) => l,
+            Err(error) if args.diff => return Err(error.into()),
+            Err(error) => {
+                eprintln!("{}: {error}; it will be replaced", spec.name);
+                None
+            }
+        };
+        if args.diff {
+            all_ok &= print_diff(spec, existing.as_ref(), &live);
+            continue;
+        }
+        let findings: Vec<String> = live
+            .items
+            .tools
+            .iter()
+            .chain(&live.items.prompts)
+            .chain(&live.items.templates)
+            .flat_map(|i| {
+                i.findings.iter().map(move |f| format!("  {}: {} at {}: {}", i.name, f.kind.as_str(), f.location, f.excerpt))
+            })
+            .collect();
+        if !findings.is_empty() {
+            let verb = if args.accept_findings { "accepted (recorded in the lock)" } else { "refusing to pin" };
+            eprintln!("{}: the poisoning scan reports {} finding(s), {verb}:", spec.name, findings.len());
+            for f in &findings {
+                eprintln!("{f}");
+            }
+            if !args.accept_findings {
+                eprintln!("{}: review them; pin with --accept-findings only if they are benign", spec.name);
+                all_ok = false;
+                continue;
+            }
+        }
+        let record = PinRecord {
+            at: time::OffsetDateTime::now_utc()
+                .replace_nanosecond(0)
+                .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            by: by.clone(),
+            ticket: args.ticket.clone(),
+        };
+        let lock = Lock::new(&spec.name, live.fingerprint, live.items.tools, live.items.prompts, live.items.templates, record);
+        if existing.as_ref().is_some_and(|e| e.same_content(&lock)) {
+            println!("{}: unchanged ({} tools, manifest {})", spec.name, lock.tools.len(), short(&lock.manifest_sha256));
+            continue;
+        }
+        let path = pinning::write_lock(spec, &lock)?;
+        println!(
+            "{}: pinned {} tools, {} prompts, {} templates (manifest {}) -> {}",
+            spec.name,
+            lock.tools.len(),
+            lock.prompts.len(),
+            lock.resource_templates.len(),
+            short(&lock.manifest_sha256),
+            path.display()
+        );
+    }
+    Ok(all_ok)
+}
+
+fn short(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}
+
+/// Print what differs between the lock and the live manifest; true when nothing does.
+fn print_diff(spec: &UpstreamSpec, lock: Option<&Lock>, live: &Live) -> bool {
+    let Some(lock) = lock else {
+        println!("{}: no lock file: nothing is pinned, nothing is exposed (run `mcp-warden pin {}`)", spec.name, spec.name);
+        return false;
+    };
+    let mut clean = true;
+    for d in lock.fingerprint.differences(&live.fingerprint) {
+        println!("{}: fingerprint {d}", spec.name);
+        clean = false;
+    }
+    for (kind, pinned, now) in [
+        ("tool", &lock.tools, &live.items.tools),
+        ("prompt", &lock.prompts, &live.items.prompts),
+        ("resource template", &lock.resource_templates, &live.items.templates),
+    ] {
+        clean &= diff_items(&spec.name, kind, pinned, now);
+    }
+    if clean {
+        println!("{}: no drift (manifest {})", spec.name, short(&lock.manifest_sha256));
+    }
+    clean
+}
+
+fn diff_items(upstream: &str, kind: &str, pinned: &[PinnedItem], live: &[PinnedItem]) -> bool {
+    let mut clean = true;
+    for p in pinned {
+        match live.iter().find(|l| l.name == p.name) {
+            None => {
+                println!("{upstream}: {kind} `{}` removed", p.name);
+                clean = false;
+            }
+            Some(l) if l.sha256 != p.sha256 => {
+                println!("{upstream}: {kind} `{}` changed:", p.name);
+                let mut lines = Vec::new();
+                json_diff(&p.definition, &l.definition, "", &mut lines);
+                for line in lines {
+                    println!("    {line}");
+                }
+                for f in &l.findings {
+                    println!("    scan: {} at {}: {}", f.kind.as_str(), f.location, f.excerpt);
+                }
+                clean = false;
+            }
+            Some(_) => {}
+        }
+    }
+    for l in live.iter().filter(|l| !pinned.iter().any(|p| p.name == l.name)) {
+        println!("{upstream}: {kind} `{}` is new (not exposed until pinned)", l.name);
+        clean = false;
+    }
+    clean
+}
+
+/// Readable differences between two definitions: text diffs of strings, added/removed/changed
+/// values by JSON pointer.
+fn json_diff(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = format!("{path}/{}", k.replace('~', "~0").replace('/', "~1"));
+                match (x.get(k), y.get(k)) {
+                    (Some(va), Some(vb)) => json_diff(va, vb, &p, out),
+                    (Some(va), None) => out.push(format!("- {p}: {va}")),
+                    (None, Some(vb)) => out.push(format!("+ {p}: {vb}")),
+                    (None, None) => {}
+                }
+            }
+        }
+        (Value::String(sa), Value::String(sb)) if sa != sb => {
+            out.push(format!("~ {path}:"));
+            let diff = similar::TextDiff::from_words(sa.as_str(), sb.as_str());
+            let mut line = String::new();
+            let mut open: Option<similar::ChangeTag> = None;
+            let close = |tag: Option<similar::ChangeTag>, line: &mut String| match tag {
+                Some(similar::ChangeTag::Delete) => line.push_str("-]"),
+                Some(similar::ChangeTag::Insert) => line.push_str("+}"),
+                _ => {}
+            };
+            for change in diff.iter_all_changes() {
+                let tag = change.tag();
+                if open != Some(tag) {
+                    close(open, &mut line);
+                    match tag {
+                        similar::ChangeTag::Delete => line.push_str("[-"),
+                        similar::ChangeTag::Insert => line.push_str("{+"),
+                        similar::ChangeTag::Equal => {}
+                    }
+                    open = Some(tag);
+                }
+                line.push_str(change.value());
+            }
+            close(open, &mut line);
+            out.push(format!("    {}", line.escape_debug()));
+        }
+        _ if a != b => out.push(format!("~ {path}: {a} -> {b}")),
+        _ => {}
+    }
+}
