@@ -84,7 +84,11 @@ impl Default for RawConfig {
                 restart_backoff_max_ms: 30_000,
                 startup_wait_sec: 20.0,
             },
-            pins: RawPinsConfig { recheck_sec: 60.0, deploy_windows: Vec::new(), change_tickets: Vec::new() },
+            pins: RawPinsConfig {
+                recheck_sec: 60.0,
+                deploy_windows: Vec::new(),
+                change_tickets: Vec::new(),
+            },
         }
     }
 }
@@ -226,18 +230,26 @@ impl Config {
         }
         let mut deploy_windows = Vec::new();
         for w in &raw.pins.deploy_windows {
-            deploy_windows.push(crate::decide::pins::Window::parse(w).map_err(|problem| ConfigError::Value {
-                key: "pins.deploy_windows",
-                problem,
+            deploy_windows.push(crate::decide::pins::Window::parse(w).map_err(|problem| {
+                ConfigError::Value {
+                    key: "pins.deploy_windows",
+                    problem,
+                }
             })?);
         }
         let mut change_tickets = Vec::new();
         for t in &raw.pins.change_tickets {
-            let until = time::OffsetDateTime::parse(&t.until, &time::format_description::well_known::Rfc3339)
-                .map_err(|e| ConfigError::Value {
-                    key: "pins.change_tickets",
-                    problem: format!("ticket {:?}: `until` must be RFC 3339 (2026-12-01T00:00:00Z): {e}", t.ticket),
-                })?;
+            let until = time::OffsetDateTime::parse(
+                &t.until,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map_err(|e| ConfigError::Value {
+                key: "pins.change_tickets",
+                problem: format!(
+                    "ticket {:?}: `until` must be RFC 3339 (2026-12-01T00:00:00Z): {e}",
+                    t.ticket
+                ),
+            })?;
             change_tickets.push(crate::decide::pins::Ticket {
                 upstream: t.upstream.clone(),
                 id: t.ticket.clone(),

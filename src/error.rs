@@ -21,7 +21,9 @@ pub enum GatewayError {
     #[error("unknown resource: {0}")]
     UnknownResource(String),
     /// The tool is withheld: its live definition drifted from its pin.
-    #[error("tool `{tool}` is withheld: {detail} (manifest_drift); an operator must review the change and re-pin it")]
+    #[error(
+        "tool `{tool}` is withheld: {detail} (manifest_drift); an operator must review the change and re-pin it"
+    )]
     ManifestDrift { tool: String, detail: String },
     /// The upstream is not connected.
     #[error("upstream `{name}` is unavailable: {reason}")]

@@ -41,7 +41,10 @@ pub struct PinArgs {
 /// Run `pin`; the exit code is 0 when every upstream was pinned (or, with `--diff`, none drifted).
 pub fn main(args: PinArgs) -> std::process::ExitCode {
     super::serve::init_tracing();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("mcp-warden pin: cannot start the runtime: {error}");
@@ -73,15 +76,23 @@ async fn read_live(spec: &UpstreamSpec, config: &Config) -> anyhow::Result<Live>
         hub,
     });
     let (refresh, _refresh_rx) = mpsc::unbounded_channel();
-    let http = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).build()?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()?;
     let cwd = config.base_dir();
     let attempt = async {
-        let running = connect::connect(spec, UpstreamClient::new(shared, refresh), &http, &cwd).await?;
+        let running =
+            connect::connect(spec, UpstreamClient::new(shared, refresh), &http, &cwd).await?;
         let offered = crate::upstream::offered(running.peer());
-        let m = manifest::fetch(running.peer(), offered).await.context("reading the manifest")?;
+        let m = manifest::fetch(running.peer(), offered)
+            .await
+            .context("reading the manifest")?;
         let fingerprint = pinning::fingerprint(spec, running.peer(), &cwd);
         let _ = running.cancel().await;
-        anyhow::Ok(Live { fingerprint, items: LiveItems::of(&m) })
+        anyhow::Ok(Live {
+            fingerprint,
+            items: LiveItems::of(&m),
+        })
     };
     tokio::time::timeout(config.upstream.connect_timeout, attempt)
         .await
@@ -92,15 +103,33 @@ async fn run(args: PinArgs) -> anyhow::Result<bool> {
     let config = Config::load(args.config.as_deref())?;
     let specs = registry::load(&config.registry_dir)?;
     for name in &args.names {
-        if !specs.iter().any(|s| &s.name == name) {
-            anyhow::bail!("no upstream named {name:?} in {}", config.registry_dir.display());
+        match specs.iter().find(|s| &s.name == name) {
+            None => anyhow::bail!(
+                "no upstream named {name:?} in {}",
+                config.registry_dir.display()
+            ),
+            // Registry-only: nothing disabled is ever connected, not even to pin it.
+            Some(s) if !s.enabled => {
+                anyhow::bail!("upstream {name:?} is disabled in {}", s.source.display())
+            }
+            Some(_) => {}
         }
     }
     let selected: Vec<&UpstreamSpec> = specs
         .iter()
-        .filter(|s| if args.names.is_empty() { s.enabled } else { args.names.contains(&s.name) })
+        .filter(|s| {
+            if args.names.is_empty() {
+                s.enabled
+            } else {
+                args.names.contains(&s.name)
+            }
+        })
         .collect();
-    let by = args.by.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".to_owned());
+    let by = args
+        .by
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".to_owned());
     let mut all_ok = true;
     for spec in selected {
         let live = match read_live(spec, &config).await {
@@ -130,17 +159,36 @@ async fn run(args: PinArgs) -> anyhow::Result<bool> {
             .chain(&live.items.prompts)
             .chain(&live.items.templates)
             .flat_map(|i| {
-                i.findings.iter().map(move |f| format!("  {}: {} at {}: {}", i.name, f.kind.as_str(), f.location, f.excerpt))
+                i.findings.iter().map(move |f| {
+                    format!(
+                        "  {}: {} at {}: {}",
+                        i.name,
+                        f.kind.as_str(),
+                        f.location,
+                        f.excerpt
+                    )
+                })
             })
             .collect();
         if !findings.is_empty() {
-            let verb = if args.accept_findings { "accepted (recorded in the lock)" } else { "refusing to pin" };
-            eprintln!("{}: the poisoning scan reports {} finding(s), {verb}:", spec.name, findings.len());
+            let verb = if args.accept_findings {
+                "accepted (recorded in the lock)"
+            } else {
+                "refusing to pin"
+            };
+            eprintln!(
+                "{}: the poisoning scan reports {} finding(s), {verb}:",
+                spec.name,
+                findings.len()
+            );
             for f in &findings {
                 eprintln!("{f}");
             }
             if !args.accept_findings {
-                eprintln!("{}: review them; pin with --accept-findings only if they are benign", spec.name);
+                eprintln!(
+                    "{}: review them; pin with --accept-findings only if they are benign",
+                    spec.name
+                );
                 all_ok = false;
                 continue;
             }
@@ -154,9 +202,21 @@ async fn run(args: PinArgs) -> anyhow::Result<bool> {
             by: by.clone(),
             ticket: args.ticket.clone(),
         };
-        let lock = Lock::new(&spec.name, live.fingerprint, live.items.tools, live.items.prompts, live.items.templates, record);
+        let lock = Lock::new(
+            &spec.name,
+            live.fingerprint,
+            live.items.tools,
+            live.items.prompts,
+            live.items.templates,
+            record,
+        );
         if existing.as_ref().is_some_and(|e| e.same_content(&lock)) {
-            println!("{}: unchanged ({} tools, manifest {})", spec.name, lock.tools.len(), short(&lock.manifest_sha256));
+            println!(
+                "{}: unchanged ({} tools, manifest {})",
+                spec.name,
+                lock.tools.len(),
+                short(&lock.manifest_sha256)
+            );
             continue;
         }
         let path = pinning::write_lock(spec, &lock)?;
@@ -180,7 +240,10 @@ fn short(h: &str) -> &str {
 /// Print what differs between the lock and the live manifest; true when nothing does.
 fn print_diff(spec: &UpstreamSpec, lock: Option<&Lock>, live: &Live) -> bool {
     let Some(lock) = lock else {
-        println!("{}: no lock file: nothing is pinned, nothing is exposed (run `mcp-warden pin {}`)", spec.name, spec.name);
+        println!(
+            "{}: no lock file: nothing is pinned, nothing is exposed (run `mcp-warden pin {}`)",
+            spec.name, spec.name
+        );
         return false;
     };
     let mut clean = true;
@@ -191,12 +254,20 @@ fn print_diff(spec: &UpstreamSpec, lock: Option<&Lock>, live: &Live) -> bool {
     for (kind, pinned, now) in [
         ("tool", &lock.tools, &live.items.tools),
         ("prompt", &lock.prompts, &live.items.prompts),
-        ("resource template", &lock.resource_templates, &live.items.templates),
+        (
+            "resource template",
+            &lock.resource_templates,
+            &live.items.templates,
+        ),
     ] {
         clean &= diff_items(&spec.name, kind, pinned, now);
     }
     if clean {
-        println!("{}: no drift (manifest {})", spec.name, short(&lock.manifest_sha256));
+        println!(
+            "{}: no drift (manifest {})",
+            spec.name,
+            short(&lock.manifest_sha256)
+        );
     }
     clean
 }
@@ -217,15 +288,26 @@ fn diff_items(upstream: &str, kind: &str, pinned: &[PinnedItem], live: &[PinnedI
                     println!("    {line}");
                 }
                 for f in &l.findings {
-                    println!("    scan: {} at {}: {}", f.kind.as_str(), f.location, f.excerpt);
+                    println!(
+                        "    scan: {} at {}: {}",
+                        f.kind.as_str(),
+                        f.location,
+                        f.excerpt
+                    );
                 }
                 clean = false;
             }
             Some(_) => {}
         }
     }
-    for l in live.iter().filter(|l| !pinned.iter().any(|p| p.name == l.name)) {
-        println!("{upstream}: {kind} `{}` is new (not exposed until pinned)", l.name);
+    for l in live
+        .iter()
+        .filter(|l| !pinned.iter().any(|p| p.name == l.name))
+    {
+        println!(
+            "{upstream}: {kind} `{}` is new (not exposed until pinned)",
+            l.name
+        );
         clean = false;
     }
     clean

@@ -13,7 +13,14 @@ use super::scan::{self, Finding};
 pub const LOCK_VERSION: u32 = 1;
 
 /// Keys of a tool definition that are pinned (everything an agent or model reads).
-const TOOL_KEYS: &[&str] = &["name", "title", "description", "inputSchema", "outputSchema", "annotations"];
+const TOOL_KEYS: &[&str] = &[
+    "name",
+    "title",
+    "description",
+    "inputSchema",
+    "outputSchema",
+    "annotations",
+];
 
 /// Who the server is and how it is reached; any change is drift of the whole upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,16 +46,42 @@ impl Fingerprint {
     /// A readable list of what differs from `other`.
     pub fn differences(&self, other: &Self) -> Vec<String> {
         let mut out = Vec::new();
-        let mut field = |name: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug, same: bool| {
-            if !same {
-                out.push(format!("{name}: pinned {a:?}, live {b:?}"));
-            }
-        };
-        field("transport", &self.transport, &other.transport, self.transport == other.transport);
-        field("target", &self.target, &other.target, self.target == other.target);
-        field("files", &self.files, &other.files, self.files == other.files);
-        field("server name", &self.server_name, &other.server_name, self.server_name == other.server_name);
-        field("server version", &self.server_version, &other.server_version, self.server_version == other.server_version);
+        let mut field =
+            |name: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug, same: bool| {
+                if !same {
+                    out.push(format!("{name}: pinned {a:?}, live {b:?}"));
+                }
+            };
+        field(
+            "transport",
+            &self.transport,
+            &other.transport,
+            self.transport == other.transport,
+        );
+        field(
+            "target",
+            &self.target,
+            &other.target,
+            self.target == other.target,
+        );
+        field(
+            "files",
+            &self.files,
+            &other.files,
+            self.files == other.files,
+        );
+        field(
+            "server name",
+            &self.server_name,
+            &other.server_name,
+            self.server_name == other.server_name,
+        );
+        field(
+            "server version",
+            &self.server_version,
+            &other.server_version,
+            self.server_version == other.server_version,
+        );
         field(
             "protocol version",
             &self.protocol_version,
@@ -122,7 +155,8 @@ impl Lock {
             v.sort_by(|a, b| a.name.cmp(&b.name));
             v
         };
-        let (tools, prompts, resource_templates) = (sort(tools), sort(prompts), sort(resource_templates));
+        let (tools, prompts, resource_templates) =
+            (sort(tools), sort(prompts), sort(resource_templates));
         let manifest_sha256 = manifest_sha256(&fingerprint, &tools, &prompts, &resource_templates);
         Self {
             lock_version: LOCK_VERSION,
@@ -151,13 +185,22 @@ impl Lock {
         s.push('\n');
         s
     }
-
 }
 
 /// sha256 over the fingerprint and the item hashes.
-pub fn manifest_sha256(fp: &Fingerprint, tools: &[PinnedItem], prompts: &[PinnedItem], templates: &[PinnedItem]) -> String {
+pub fn manifest_sha256(
+    fp: &Fingerprint,
+    tools: &[PinnedItem],
+    prompts: &[PinnedItem],
+    templates: &[PinnedItem],
+) -> String {
     let hashes = |items: &[PinnedItem]| -> Value {
-        Value::Object(items.iter().map(|i| (i.name.clone(), Value::String(i.sha256.clone()))).collect())
+        Value::Object(
+            items
+                .iter()
+                .map(|i| (i.name.clone(), Value::String(i.sha256.clone())))
+                .collect(),
+        )
     };
     let v = serde_json::json!({
         "fingerprint": serde_json::to_value(fp).unwrap_or(Value::Null),
@@ -231,7 +274,11 @@ impl Verdict {
     pub fn drifted_names(&self) -> Vec<&str> {
         [&self.tools, &self.prompts, &self.templates]
             .into_iter()
-            .flat_map(|m| m.iter().filter(|(_, s)| **s == ItemState::Drifted).map(|(n, _)| n.as_str()))
+            .flat_map(|m| {
+                m.iter()
+                    .filter(|(_, s)| **s == ItemState::Drifted)
+                    .map(|(n, _)| n.as_str())
+            })
             .collect()
     }
 }
@@ -244,24 +291,29 @@ pub fn judge(
     live_prompts: &BTreeMap<String, String>,
     live_templates: &BTreeMap<String, String>,
 ) -> Verdict {
-    let state = |pinned: &[PinnedItem], live: &BTreeMap<String, String>| -> BTreeMap<String, ItemState> {
-        pinned
-            .iter()
-            .map(|p| {
-                let s = match live.get(&p.name) {
-                    Some(h) if *h == p.sha256 => ItemState::Pinned,
-                    Some(_) => ItemState::Drifted,
-                    None => ItemState::Removed,
-                };
-                (p.name.clone(), s)
-            })
-            .collect()
-    };
+    let state =
+        |pinned: &[PinnedItem], live: &BTreeMap<String, String>| -> BTreeMap<String, ItemState> {
+            pinned
+                .iter()
+                .map(|p| {
+                    let s = match live.get(&p.name) {
+                        Some(h) if *h == p.sha256 => ItemState::Pinned,
+                        Some(_) => ItemState::Drifted,
+                        None => ItemState::Removed,
+                    };
+                    (p.name.clone(), s)
+                })
+                .collect()
+        };
     let mut unpinned = BTreeSet::new();
     for (pinned, live, kind) in [
         (&lock.tools, live_tools, "tool"),
         (&lock.prompts, live_prompts, "prompt"),
-        (&lock.resource_templates, live_templates, "resource template"),
+        (
+            &lock.resource_templates,
+            live_templates,
+            "resource template",
+        ),
     ] {
         for name in live.keys() {
             if !pinned.iter().any(|p| &p.name == name) {
@@ -363,7 +415,10 @@ pub fn drift_cover<'a>(
     windows: &[Window],
     tickets: &'a [Ticket],
 ) -> Result<Option<&'a str>, ()> {
-    if let Some(t) = tickets.iter().find(|t| t.upstream == upstream && now < t.until) {
+    if let Some(t) = tickets
+        .iter()
+        .find(|t| t.upstream == upstream && now < t.until)
+    {
         return Ok(Some(&t.id));
     }
     if windows.iter().any(|w| w.contains(now)) {

@@ -185,18 +185,22 @@ impl Scan {
         let chars = s.chars().count();
         self.total_chars = self.total_chars.saturating_add(chars);
         if chars > MAX_STRING_CHARS {
+            // the end, where padding pushes what it hides
             let head = format!("{chars} chars; ends: ");
-            let tail: Vec<char> = s.trim_end().chars().rev().take(MAX_EXCERPT_CHARS).collect();
-            let tail: String = tail.into_iter().rev().collect();
             let budget = MAX_EXCERPT_CHARS.saturating_sub(head.chars().count());
-            let excerpt = format!("{head}{}", clip(&tail, budget, true));
+            let words: Vec<&str> = s.split_whitespace().collect();
+            let text = words.join(" ");
+            let total = text.chars().count();
+            let keep = budget.saturating_sub(1);
+            let tail: String = text.chars().skip(total.saturating_sub(keep)).collect();
+            let excerpt = format!("{head}{}", clip(&tail, budget, total > keep));
             self.add(location.to_owned(), FindingKind::Overlong, excerpt);
         }
         let chars = Chars::of(s);
         if let Some(at) = chars.first_invisible {
-            let excerpt = match &chars.tags {
+            let excerpt = match &chars.smuggled {
                 Some(decoded) => clip(
-                    &format!("tag characters spell \"{decoded}\""),
+                    &format!("hidden characters spell \"{decoded}\""),
                     MAX_EXCERPT_CHARS,
                     false,
                 ),
@@ -205,7 +209,11 @@ impl Scan {
             self.add(location.to_owned(), FindingKind::InvisibleUnicode, excerpt);
         }
         if let Some(at) = chars.first_bidi {
-            self.add(location.to_owned(), FindingKind::BidiControl, excerpt_at(s, at));
+            self.add(
+                location.to_owned(),
+                FindingKind::BidiControl,
+                excerpt_at(s, at),
+            );
         }
         let visible = chars.visible.as_deref().unwrap_or(s);
         for (kind, at) in phrases.find(visible, role) {
@@ -239,8 +247,8 @@ struct Chars {
     first_invisible: Option<usize>,
     /// Byte offset of the first bidi control.
     first_bidi: Option<usize>,
-    /// The ASCII that tag characters spell, if there are any.
-    tags: Option<String>,
+    /// The text that tag characters and variation-selector runs smuggle, if any.
+    smuggled: Option<String>,
     /// The string as the model may read it, when it differs from the string.
     visible: Option<String>,
 }
@@ -250,15 +258,18 @@ impl Chars {
         let mut out = Chars {
             first_invisible: None,
             first_bidi: None,
-            tags: None,
+            smuggled: None,
             visible: None,
         };
         let mut prev: Option<char> = None;
+        // bytes smuggled by a run of variation selectors, decoded as UTF-8 when the run ends
+        let mut bytes: Vec<u8> = Vec::new();
         for (at, c) in s.char_indices() {
+            let smuggling = is_smuggling_selector(c, prev);
             let hidden = if is_bidi(c) {
                 out.first_bidi.get_or_insert(at);
                 true
-            } else if is_invisible(c) || is_smuggling_selector(c, prev) {
+            } else if is_invisible(c) || smuggling {
                 out.first_invisible.get_or_insert(at);
                 true
             } else {
@@ -267,19 +278,40 @@ impl Chars {
             if hidden && out.visible.is_none() {
                 out.visible = Some(s.get(..at).unwrap_or_default().to_owned());
             }
+            let byte = selector_byte(c).filter(|_| smuggling || is_invisible(c));
+            if byte.is_none() {
+                out.flush(&mut bytes);
+            }
             if let Some(visible) = out.visible.as_mut() {
-                match tag_ascii(c) {
-                    Some(ascii) => {
+                match (tag_ascii(c), byte) {
+                    (Some(ascii), _) => {
                         visible.push(ascii);
-                        out.tags.get_or_insert_with(String::new).push(ascii);
+                        out.smuggled.get_or_insert_with(String::new).push(ascii);
                     }
-                    None if hidden => {}
-                    None => visible.push(c),
+                    (None, Some(byte)) => bytes.push(byte),
+                    (None, None) if hidden => {}
+                    (None, None) => visible.push(c),
                 }
             }
             prev = Some(c);
         }
+        out.flush(&mut bytes);
         out
+    }
+
+    /// Append the text of a finished variation-selector run.
+    fn flush(&mut self, bytes: &mut Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(bytes);
+        if let Some(visible) = self.visible.as_mut() {
+            visible.push_str(&text);
+        }
+        self.smuggled
+            .get_or_insert_with(String::new)
+            .push_str(&text);
+        bytes.clear();
     }
 }
 
@@ -334,10 +366,24 @@ fn is_variation_selector(c: char) -> bool {
     matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
 }
 
-/// A basic variation selector is normal after an emoji (`⚠️`); one at the start of a string or
-/// after another selector is a run that smuggles data.
+/// A basic variation selector is normal after an emoji or symbol (`⚠️`) or a keycap base
+/// (`1️⃣`); one at the start, after another selector or after other ASCII smuggles data.
 fn is_smuggling_selector(c: char, prev: Option<char>) -> bool {
-    matches!(c, '\u{FE00}'..='\u{FE0F}') && prev.is_none_or(is_variation_selector)
+    matches!(c, '\u{FE00}'..='\u{FE0F}')
+        && prev.is_none_or(|p| {
+            is_variation_selector(p) || (p.is_ascii() && !matches!(p, '0'..='9' | '#' | '*'))
+        })
+}
+
+/// The byte a variation selector stands for in the emoji-smuggling encoding (U+FE00–U+FE0F are
+/// 0–15, U+E0100–U+E01EF are 16–255).
+fn selector_byte(c: char) -> Option<u8> {
+    let byte = match u32::from(c) {
+        v @ 0xFE00..=0xFE0F => v - 0xFE00,
+        v @ 0xE0100..=0xE01EF => v - 0xE0100 + 16,
+        _ => return None,
+    };
+    u8::try_from(byte).ok()
 }
 
 /// The printable ASCII character a tag character stands for.
@@ -501,7 +547,10 @@ const PATTERNS: &[Pattern] = &[
         Directive,
         r"\bbefore\s+(?:(?:using|calling|invoking|running|executing)\s+(?:any|all|every|another|other)|any\s+other)\b|\bbefore\s+(?:responding|answering|replying)\s+to\s+the\s+user\b",
     ),
-    p(Directive, r"\bsystem[\s_-]*(?:prompt|message|instructions?)\b"),
+    p(
+        Directive,
+        r"\bsystem[\s_-]*(?:prompt|message|instructions?)\b",
+    ),
     p(
         Directive,
         r"\bthis\s+is\s+(?:(?:very|extremely|really|critically|super|absolutely|vitally)\s+)+(?:important|critical|crucial|essential)\b",
@@ -564,6 +613,13 @@ const PATTERNS: &[Pattern] = &[
             r"(?:\s+(?:tool|function))?\s+(?:first|before|beforehand|prior\s+to)\b|\b(?:call|invoke|use|run|execute)\s+the\s+(?:\w+\s+){0,2}(?:tool|function)\s+(?:first|before|beforehand)\b"
         ),
     ),
+    p(
+        Cross,
+        concat!(
+            tool_ident!(),
+            r"\)?\s+(?:tool\s+|function\s+)?(?:is|gets|are)\s+(?:invoked|called|used|run|executed)\b|\b(?:with|via|through)\s+(?:any|another|every)\s+(?:other\s+)?tools?\b"
+        ),
+    ),
     // --- exfiltration hints ---
     Pattern {
         kind: Exfil,
@@ -578,11 +634,11 @@ const PATTERNS: &[Pattern] = &[
     },
     p(
         Exfil,
-        r"\b(?:send|forward|transmit|post|upload|mail|email|leak|exfiltrate|bcc|cc)\s+(?:it|them|this|that|these|those|everything|all\s+of\s+(?:it|them|this)|the\s+(?:\w+\s+){0,3}?(?:contents?|data|keys?|tokens?|credentials?|secrets?|passwords?|conversation|history|output|results?|responses?|transcript|logs?|environment))\s+(?:back\s+)?to\b",
+        r"\b(?:send|forward|transmit|post|upload|mail|email|leak|exfiltrate|bcc|cc)\s+(?:it|them|this|that|these|those|everything|all\s+of\s+(?:it|them|this)|the\s+(?:\w+\s+){0,3}?(?:contents?|data|keys?|tokens?|credentials?|secrets?|passwords?|conversation|history|output|results?|responses?|transcript|logs?|environment)(?:\s+of(?:\s+\S+){1,4}?)?)\s+(?:back\s+)?to\b",
     ),
     p(
         Exfil,
-        r"\b(?:upload|post)\s+to\b|\bexfiltrat\w*|\b(?:bcc|cc)\s+(?:all|every|each)\b",
+        r"\b(?:upload|post)\s+to\s+(?:(?:the|this|that|my|our|an?)\s+(?:\w+\s+)?(?:url|endpoint|webhook|server|service|host|address|site|collector|bucket)\b|\w+://)|\bexfiltrat\w*|\b(?:bcc|cc)\s+(?:all|every|each)\b",
     ),
     p(
         Exfil,
@@ -683,9 +739,14 @@ fn url_host(url: &str) -> &str {
 fn is_reserved_host(host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
-    ["example.com", "example.net", "example.org", "json-schema.org"]
-        .into_iter()
-        .any(under)
+    [
+        "example.com",
+        "example.net",
+        "example.org",
+        "json-schema.org",
+    ]
+    .into_iter()
+    .any(under)
         || ["example", "test", "invalid"].into_iter().any(under)
 }
 

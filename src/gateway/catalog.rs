@@ -75,16 +75,32 @@ impl Catalog {
             let whole: Option<Arc<str>> = verdict
                 .as_ref()
                 .filter(|v| !v.upstream_drift.is_empty())
-                .map(|v| format!("upstream `{}` changed since it was pinned ({})", spec.name, v.upstream_drift.join("; ")).into());
-            let state = |map: Option<&std::collections::BTreeMap<String, ItemState>>, name: &str| {
-                map.and_then(|m| m.get(name).cloned()).unwrap_or(ItemState::Pinned)
+                .map(|v| {
+                    format!(
+                        "upstream `{}` changed since it was pinned ({})",
+                        spec.name,
+                        v.upstream_drift.join("; ")
+                    )
+                    .into()
+                });
+            let state = |map: Option<&std::collections::BTreeMap<String, ItemState>>,
+                         name: &str| {
+                map.and_then(|m| m.get(name).cloned())
+                    .unwrap_or(ItemState::Pinned)
             };
             for item in &lock.tools {
-                let withheld = match (&whole, state(verdict.as_ref().map(|v| &v.tools), &item.name)) {
+                let withheld = match (
+                    &whole,
+                    state(verdict.as_ref().map(|v| &v.tools), &item.name),
+                ) {
                     (_, ItemState::Removed) => continue,
                     (Some(reason), _) => Some(reason.clone()),
                     (None, ItemState::Drifted) => Some(
-                        format!("the live definition of `{}` differs from its pin", item.name).into(),
+                        format!(
+                            "the live definition of `{}` differs from its pin",
+                            item.name
+                        )
+                        .into(),
                     ),
                     (None, ItemState::Pinned) => None,
                 };
@@ -94,7 +110,10 @@ impl Catalog {
                 };
                 let exposed = names::expose(&spec.prefix, &item.name);
                 if let Some(first) = owner.get(&exposed) {
-                    c.collisions.push(format!("tool `{exposed}` of upstreams `{first}` and `{}`", spec.name));
+                    c.collisions.push(format!(
+                        "tool `{exposed}` of upstreams `{first}` and `{}`",
+                        spec.name
+                    ));
                     continue;
                 }
                 owner.insert(exposed.clone(), &spec.name);
@@ -114,14 +133,22 @@ impl Catalog {
                 }
             }
             for item in &lock.prompts {
-                if whole.is_some() || state(verdict.as_ref().map(|v| &v.prompts), &item.name) != ItemState::Pinned {
+                if whole.is_some()
+                    || state(verdict.as_ref().map(|v| &v.prompts), &item.name) != ItemState::Pinned
+                {
                     continue;
                 }
-                let Ok(mut prompt) = serde_json::from_value::<Prompt>(item.definition.clone()) else { continue };
+                let Ok(mut prompt) = serde_json::from_value::<Prompt>(item.definition.clone())
+                else {
+                    continue;
+                };
                 let exposed = names::expose(&spec.prefix, &item.name);
                 let key = format!("prompt:{exposed}");
                 if let Some(first) = owner.get(&key) {
-                    c.collisions.push(format!("prompt `{exposed}` of upstreams `{first}` and `{}`", spec.name));
+                    c.collisions.push(format!(
+                        "prompt `{exposed}` of upstreams `{first}` and `{}`",
+                        spec.name
+                    ));
                     continue;
                 }
                 owner.insert(key, &spec.name);
@@ -130,10 +157,16 @@ impl Catalog {
                 c.prompts.push(prompt);
             }
             for item in &lock.resource_templates {
-                if whole.is_some() || state(verdict.as_ref().map(|v| &v.templates), &item.name) != ItemState::Pinned {
+                if whole.is_some()
+                    || state(verdict.as_ref().map(|v| &v.templates), &item.name)
+                        != ItemState::Pinned
+                {
                     continue;
                 }
-                let Ok(mut t) = serde_json::from_value::<ResourceTemplate>(item.definition.clone()) else { continue };
+                let Ok(mut t) = serde_json::from_value::<ResourceTemplate>(item.definition.clone())
+                else {
+                    continue;
+                };
                 t.uri_template = names::expose_uri(&spec.prefix, &item.name);
                 if spec.prefix.is_empty() {
                     c.plain_templates.push((i, item.name.clone()));
@@ -149,7 +182,10 @@ impl Catalog {
                 if spec.prefix.is_empty() {
                     let key = format!("uri:{exposed}");
                     if let Some(first) = owner.get(&key) {
-                        c.collisions.push(format!("resource `{exposed}` of upstreams `{first}` and `{}`", spec.name));
+                        c.collisions.push(format!(
+                            "resource `{exposed}` of upstreams `{first}` and `{}`",
+                            spec.name
+                        ));
                         continue;
                     }
                     owner.insert(key, &spec.name);

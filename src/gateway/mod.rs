@@ -196,7 +196,10 @@ impl Running {
 }
 
 /// Write drift and registry events to the store and the log (the gates issue pages on them).
-async fn event_task(store: SqliteStore, mut events: mpsc::UnboundedReceiver<crate::store::GateEvent>) {
+async fn event_task(
+    store: SqliteStore,
+    mut events: mpsc::UnboundedReceiver<crate::store::GateEvent>,
+) {
     while let Some(e) = events.recv().await {
         tracing::warn!(gate = e.gate, upstream = %e.upstream, ticket = ?e.ticket, "{}", e.detail);
         if let Err(error) = store.record_event(&e).await {

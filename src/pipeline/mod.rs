@@ -64,9 +64,9 @@ async fn stages(
     let route = resolve::tool(&catalog, &params.name)?;
     drop(catalog);
     draft.resolved(gw, &route);
-    // pin gate: only a tool whose live definition is still the pinned one may be reached.
-    pin_gate::check(&route, &params.name)?;
     let up = gw.upstream(route.upstream)?;
+    // pin gate: only a tool whose live definition is still the pinned one may be reached.
+    pin_gate::check(&route, up, &params.name)?;
     // dispatch: last, under the time limit and the agent's cancellation.
     dispatch::call_tool(
         gw,

@@ -24,8 +24,8 @@ use self::manifest::{Manifest, Offered};
 use self::registry::UpstreamSpec;
 use crate::config::{PinsConfig, UpstreamConfig};
 use crate::decide::pins::{self, Lock, Verdict};
-use crate::store::GateEvent;
 use crate::gateway::hub::{Hub, InFlight};
+use crate::store::GateEvent;
 
 /// State shared between an upstream's supervisor, its client handler and the request path.
 #[derive(Debug)]
@@ -226,7 +226,10 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                 let started = tokio::time::Instant::now();
                 let ct = running.cancellation_token();
                 let mut waiting = std::pin::pin!(running.waiting());
-                let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + env.pins.recheck, env.pins.recheck);
+                let mut recheck = tokio::time::interval_at(
+                    tokio::time::Instant::now() + env.pins.recheck,
+                    env.pins.recheck,
+                );
                 recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let reason = loop {
                     tokio::select! {
@@ -325,7 +328,9 @@ async fn refresh(
 /// is new since the last judgement.
 async fn judge(up: &Upstream, peer: &Peer<RoleClient>, env: &SupervisorEnv) {
     up.reload_lock();
-    let Some(manifest) = up.manifest() else { return };
+    let Some(manifest) = up.manifest() else {
+        return;
+    };
     let spec = up.spec.clone();
     let p = peer.clone();
     let cwd = env.default_cwd.clone();
@@ -338,26 +343,47 @@ async fn judge(up: &Upstream, peer: &Peer<RoleClient>, env: &SupervisorEnv) {
     let Ok((fp, items)) = live else { return };
     let Some(lock) = up.lock() else {
         up.verdict.store(None);
-        if !up.shadow_reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            let detail = format!("connected but has no lock file: not exposed (run `mcp-warden pin {}`)", up.spec.name);
+        if !up
+            .shadow_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            let detail = format!(
+                "connected but has no lock file: not exposed (run `mcp-warden pin {}`)",
+                up.spec.name
+            );
             report(env, up, "registry_drift", detail, None);
         }
         return;
     };
-    up.shadow_reported.store(false, std::sync::atomic::Ordering::Relaxed);
+    up.shadow_reported
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     let [tools, prompts, templates] = items.hashes();
     let verdict = pins::judge(&lock, &fp, &tools, &prompts, &templates);
     let previous = up.verdict.swap(Some(Arc::new(verdict.clone())));
     let was = previous.as_deref().cloned().unwrap_or_default();
     if !verdict.upstream_drift.is_empty() && verdict.upstream_drift != was.upstream_drift {
-        report(env, up, "registry_drift", format!("fingerprint changed: {}", verdict.upstream_drift.join("; ")), None);
+        report(
+            env,
+            up,
+            "registry_drift",
+            format!("fingerprint changed: {}", verdict.upstream_drift.join("; ")),
+            None,
+        );
     }
-    let newly: Vec<&str> =
-        verdict.drifted_names().into_iter().filter(|n| !was.drifted_names().contains(n)).collect();
+    let newly: Vec<&str> = verdict
+        .drifted_names()
+        .into_iter()
+        .filter(|n| !was.drifted_names().contains(n))
+        .collect();
     if !newly.is_empty() {
         let detail = format!("live definition differs from the pin: {}", newly.join(", "));
         let now = time::OffsetDateTime::now_utc();
-        match pins::drift_cover(now, &up.spec.name, &env.pins.deploy_windows, &env.pins.change_tickets) {
+        match pins::drift_cover(
+            now,
+            &up.spec.name,
+            &env.pins.deploy_windows,
+            &env.pins.change_tickets,
+        ) {
             Ok(ticket) => report(env, up, "manifest_drift", detail, ticket.map(str::to_owned)),
             Err(()) => report(env, up, "manifest_drift_outside_window", detail, None),
         }
@@ -368,7 +394,13 @@ async fn judge(up: &Upstream, peer: &Peer<RoleClient>, env: &SupervisorEnv) {
     }
 }
 
-fn report(env: &SupervisorEnv, up: &Upstream, gate: &'static str, detail: String, ticket: Option<String>) {
+fn report(
+    env: &SupervisorEnv,
+    up: &Upstream,
+    gate: &'static str,
+    detail: String,
+    ticket: Option<String>,
+) {
     let event = GateEvent {
         event_time: time::OffsetDateTime::now_utc(),
         gate,

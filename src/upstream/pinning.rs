@@ -17,18 +17,25 @@ use crate::decide::pins::{self, Fingerprint, Lock, PinnedItem};
 pub enum LockError {
     /// It cannot be read.
     #[error("cannot read lock file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// It is not a valid lock.
     #[error("lock file {path} is not valid: {detail}")]
     Invalid { path: PathBuf, detail: String },
     /// It cannot be written.
     #[error("cannot write lock file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// `registry/<name>.lock.json` beside the entry.
 pub fn lock_path(spec: &UpstreamSpec) -> PathBuf {
-    spec.source.with_file_name(format!("{}.lock.json", spec.name))
+    spec.source
+        .with_file_name(format!("{}.lock.json", spec.name))
 }
 
 /// The upstream's lock, `None` when there is none. A lock for another upstream, or of another
@@ -40,15 +47,28 @@ pub fn read_lock(spec: &UpstreamSpec) -> Result<Option<Lock>, LockError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(LockError::Read { path, source }),
     };
-    let lock: Lock =
-        serde_json::from_str(&text).map_err(|e| LockError::Invalid { path: path.clone(), detail: e.to_string() })?;
+    let lock: Lock = serde_json::from_str(&text).map_err(|e| LockError::Invalid {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
     if lock.lock_version != pins::LOCK_VERSION {
-        return Err(LockError::Invalid { path, detail: format!("lock_version {} is not supported", lock.lock_version) });
+        return Err(LockError::Invalid {
+            path,
+            detail: format!("lock_version {} is not supported", lock.lock_version),
+        });
     }
     if lock.upstream != spec.name {
-        return Err(LockError::Invalid { path, detail: format!("it pins upstream {:?}", lock.upstream) });
+        return Err(LockError::Invalid {
+            path,
+            detail: format!("it pins upstream {:?}", lock.upstream),
+        });
     }
-    let recomputed = pins::manifest_sha256(&lock.fingerprint, &lock.tools, &lock.prompts, &lock.resource_templates);
+    let recomputed = pins::manifest_sha256(
+        &lock.fingerprint,
+        &lock.tools,
+        &lock.prompts,
+        &lock.resource_templates,
+    );
     let items_ok = lock
         .tools
         .iter()
@@ -56,7 +76,10 @@ pub fn read_lock(spec: &UpstreamSpec) -> Result<Option<Lock>, LockError> {
         .chain(&lock.resource_templates)
         .all(|i| crate::decide::canonical::sha256(&i.definition) == i.sha256);
     if recomputed != lock.manifest_sha256 || !items_ok {
-        return Err(LockError::Invalid { path, detail: "its hashes do not match its content (edited by hand?)".to_owned() });
+        return Err(LockError::Invalid {
+            path,
+            detail: "its hashes do not match its content (edited by hand?)".to_owned(),
+        });
     }
     Ok(Some(lock))
 }
@@ -65,8 +88,14 @@ pub fn read_lock(spec: &UpstreamSpec) -> Result<Option<Lock>, LockError> {
 pub fn write_lock(spec: &UpstreamSpec, lock: &Lock) -> Result<PathBuf, LockError> {
     let path = lock_path(spec);
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, lock.to_text()).map_err(|source| LockError::Write { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, &path).map_err(|source| LockError::Write { path: path.clone(), source })?;
+    std::fs::write(&tmp, lock.to_text()).map_err(|source| LockError::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| LockError::Write {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 
@@ -86,17 +115,29 @@ fn sha256_file(path: &Path) -> Option<String> {
 
 fn which(program: &Path, cwd: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 || program.is_absolute() {
-        let p = if program.is_absolute() { program.to_path_buf() } else { cwd.join(program) };
+        let p = if program.is_absolute() {
+            program.to_path_buf()
+        } else {
+            cwd.join(program)
+        };
         return p.is_file().then_some(p);
     }
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }
 
 /// The fingerprint of `spec` as connected now (`peer` gives the server's identity).
-pub fn fingerprint(spec: &UpstreamSpec, peer: &Peer<RoleClient>, default_cwd: &Path) -> Fingerprint {
+pub fn fingerprint(
+    spec: &UpstreamSpec,
+    peer: &Peer<RoleClient>,
+    default_cwd: &Path,
+) -> Fingerprint {
     let info = peer.peer_info();
     let (transport, files) = match &spec.transport {
-        Transport::Stdio { program, args, cwd, .. } => {
+        Transport::Stdio {
+            program, args, cwd, ..
+        } => {
             let cwd = cwd.as_deref().unwrap_or(default_cwd);
             let mut files = BTreeMap::new();
             if program == Path::new("mcp-warden") {
@@ -131,8 +172,12 @@ pub fn fingerprint(spec: &UpstreamSpec, peer: &Peer<RoleClient>, default_cwd: &P
         transport: transport.to_owned(),
         target: spec.target(),
         files,
-        server_name: info.as_ref().and_then(|i| i.server_info.as_ref().map(|s| s.name.clone())),
-        server_version: info.as_ref().and_then(|i| i.server_info.as_ref().map(|s| s.version.clone())),
+        server_name: info
+            .as_ref()
+            .and_then(|i| i.server_info.as_ref().map(|s| s.name.clone())),
+        server_version: info
+            .as_ref()
+            .and_then(|i| i.server_info.as_ref().map(|s| s.version.clone())),
         protocol_version: info.as_ref().map(|i| i.protocol_version.to_string()),
     }
 }
@@ -147,29 +192,49 @@ pub struct LiveItems {
 impl LiveItems {
     /// Hash every definition of `m`.
     pub fn of(m: &Manifest) -> Self {
-        let to_value = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or(serde_json::Value::Null);
+        let to_value =
+            |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or(serde_json::Value::Null);
         Self {
             tools: m
                 .tools
                 .iter()
-                .map(|t| pins::item(&t.name, pins::tool_definition(&to_value(serde_json::to_value(t)))))
+                .map(|t| {
+                    pins::item(
+                        &t.name,
+                        pins::tool_definition(&to_value(serde_json::to_value(t))),
+                    )
+                })
                 .collect(),
             prompts: m
                 .prompts
                 .iter()
-                .map(|p| pins::item(&p.name, pins::plain_definition(&to_value(serde_json::to_value(p)))))
+                .map(|p| {
+                    pins::item(
+                        &p.name,
+                        pins::plain_definition(&to_value(serde_json::to_value(p))),
+                    )
+                })
                 .collect(),
             templates: m
                 .templates
                 .iter()
-                .map(|t| pins::item(&t.uri_template, pins::plain_definition(&to_value(serde_json::to_value(t)))))
+                .map(|t| {
+                    pins::item(
+                        &t.uri_template,
+                        pins::plain_definition(&to_value(serde_json::to_value(t))),
+                    )
+                })
                 .collect(),
         }
     }
 
     /// name → sha256 maps for [`pins::judge`].
     pub fn hashes(&self) -> [BTreeMap<String, String>; 3] {
-        let h = |v: &[PinnedItem]| v.iter().map(|i| (i.name.clone(), i.sha256.clone())).collect();
+        let h = |v: &[PinnedItem]| {
+            v.iter()
+                .map(|i| (i.name.clone(), i.sha256.clone()))
+                .collect()
+        };
         [h(&self.tools), h(&self.prompts), h(&self.templates)]
     }
 }

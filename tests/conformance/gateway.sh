@@ -29,6 +29,9 @@ store = "sqlite://warden.db"
 registry_dir = "registry"
 TOML
 
+# Pin the fixture first, as an operator would: unpinned upstreams are never exposed.
+"$bin" pin --config "$work/warden.toml" --by conformance >"$work/pin.log" 2>&1 || { cat "$work/pin.log" >&2; exit 1; }
+
 log="$work/gateway.log"
 "$bin" serve --http 127.0.0.1:0 --config "$work/warden.toml" 2>"$log" &
 pid=$!
