@@ -104,8 +104,13 @@ impl FindingKind {
 /// the same definition always yields the same findings. Values of `$schema`, `$id`, `$ref`,
 /// `uri` and `uriTemplate` are addresses by nature: URLs there are not reported.
 pub fn scan_definition(def: &Value) -> Vec<Finding> {
+    scan_with(PHRASES.as_ref(), def)
+}
+
+/// [`scan_definition`] with the given patterns; without patterns, fail closed.
+fn scan_with(phrases: Option<&Phrases>, def: &Value) -> Vec<Finding> {
     let mut scan = Scan::default();
-    let Some(phrases) = PHRASES.as_ref() else {
+    let Some(phrases) = phrases else {
         scan.add(
             String::new(),
             FindingKind::ModelDirective,

@@ -376,7 +376,23 @@ async fn judge(up: &Upstream, peer: &Peer<RoleClient>, env: &SupervisorEnv) {
         .filter(|n| !was.drifted_names().contains(n))
         .collect();
     if !newly.is_empty() {
-        let detail = format!("live definition differs from the pin: {}", newly.join(", "));
+        // The poisoning scan runs on every drift: say what the new definitions contain.
+        let findings: Vec<String> = items
+            .tools
+            .iter()
+            .chain(&items.prompts)
+            .chain(&items.templates)
+            .filter(|i| newly.contains(&i.name.as_str()))
+            .flat_map(|i| {
+                i.findings
+                    .iter()
+                    .map(move |f| format!("{} {} at {}", i.name, f.kind.as_str(), f.location))
+            })
+            .collect();
+        let mut detail = format!("live definition differs from the pin: {}", newly.join(", "));
+        if !findings.is_empty() {
+            detail.push_str(&format!("; poisoning scan: {}", findings.join(", ")));
+        }
         let now = time::OffsetDateTime::now_utc();
         match pins::drift_cover(
             now,

@@ -40,6 +40,20 @@ fn patterns_compile() {
 }
 
 #[test]
+fn fails_closed_without_patterns() {
+    assert!(compile(&[p(Directive, "(unclosed")]).is_none());
+    let findings = scan_with(None, &desc("Adds two numbers."));
+    assert_eq!(
+        findings,
+        [Finding {
+            kind: Directive,
+            location: String::new(),
+            excerpt: "scanner unavailable: phrase patterns failed to compile".to_owned(),
+        }]
+    );
+}
+
+#[test]
 fn kind_names_match_serde() {
     for kind in FindingKind::ALL {
         assert_eq!(
