@@ -74,16 +74,6 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
-    /// Every kind, in sort order.
-    pub const ALL: [FindingKind; 6] = [
-        FindingKind::InvisibleUnicode,
-        FindingKind::BidiControl,
-        FindingKind::ModelDirective,
-        FindingKind::CrossToolReference,
-        FindingKind::ExfiltrationHint,
-        FindingKind::Overlong,
-    ];
-
     /// The snake_case name, as serialised.
     pub fn as_str(self) -> &'static str {
         match self {
