@@ -339,7 +339,9 @@ impl Bench {
         cmd
     }
 
-    fn write_gateway_config(&self, dir: &Path, upstream: &str) -> anyhow::Result<PathBuf> {
+    /// Write warden.toml and registry/notes.toml for `upstream` (its `command` or `url` line),
+    /// then pin it as an operator would: the gateway exposes only pinned upstreams.
+    async fn write_gateway_config(&self, dir: &Path, upstream: &str) -> anyhow::Result<PathBuf> {
         let config = dir.join("warden.toml");
         let store = dir.join("warden.db");
         std::fs::write(
@@ -355,6 +357,21 @@ impl Bench {
         );
         std::fs::write(dir.join("registry").join("notes.toml"), entry)
             .context("writing registry/notes.toml")?;
+        let config_arg = config.display().to_string();
+        let out = self
+            .command(&["pin", "--by", "bench", "--config", &config_arg], dir)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context("running mcp-warden pin")?;
+        if !out.status.success() {
+            bail!(
+                "mcp-warden pin exited with {}:\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         Ok(config)
     }
 
@@ -458,7 +475,7 @@ impl Bench {
             }
             (Transport::Stdio, Route::Gateway) => {
                 let upstream = format!("command = [{}, \"fixture\", \"notes\"]", toml_str(&bin));
-                let config = self.write_gateway_config(&dir, &upstream)?;
+                let config = self.write_gateway_config(&dir, &upstream).await?;
                 let config = config.display().to_string();
                 let (client, pid) = self
                     .connect_stdio(
@@ -504,10 +521,10 @@ impl Bench {
                     )
                     .await?;
                 let result = async {
-                    let config = self.write_gateway_config(
-                        &dir,
-                        &format!("url = {}", toml_str(&upstream_url)),
-                    )?;
+                    // after the fixture listens: its URL (port 0) is part of the pin
+                    let config = self
+                        .write_gateway_config(&dir, &format!("url = {}", toml_str(&upstream_url)))
+                        .await?;
                     let config = config.display().to_string();
                     let (gateway, url) = self
                         .spawn_http(

@@ -69,6 +69,16 @@ pub struct Running {
 /// upstreams stops the start.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let specs = registry::load(&config.registry_dir)?;
+    for t in &config.pins.change_tickets {
+        if !specs.iter().any(|s| s.name == t.upstream) {
+            anyhow::bail!(
+                "invalid configuration: key `pins.change_tickets`: ticket {:?} names upstream {:?}, which is not in {}",
+                t.id,
+                t.upstream,
+                config.registry_dir.display()
+            );
+        }
+    }
     if specs.is_empty() {
         tracing::warn!(dir = %config.registry_dir.display(), "the registry is empty: no upstream will be exposed");
     }

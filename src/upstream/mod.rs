@@ -65,6 +65,7 @@ pub struct Upstream {
     lock: ArcSwapOption<Lock>,
     verdict: ArcSwapOption<Verdict>,
     shadow_reported: std::sync::atomic::AtomicBool,
+    lock_error: Mutex<Option<String>>,
     watched: Mutex<HashSet<String>>,
     status: watch::Sender<Status>,
 }
@@ -91,6 +92,7 @@ impl Upstream {
             lock: ArcSwapOption::empty(),
             verdict: ArcSwapOption::empty(),
             shadow_reported: std::sync::atomic::AtomicBool::new(false),
+            lock_error: Mutex::default(),
             watched: Mutex::default(),
             status: watch::Sender::new(status),
         }
@@ -120,7 +122,11 @@ impl Upstream {
     /// Read the lock file again; an unreadable or invalid lock counts as none (fail closed).
     /// Returns whether the lock changed.
     pub fn reload_lock(&self) -> bool {
-        let new = match pinning::read_lock(&self.spec) {
+        let read = pinning::read_lock(&self.spec);
+        if let Ok(mut e) = self.lock_error.lock() {
+            *e = read.as_ref().err().map(ToString::to_string);
+        }
+        let new = match read {
             Ok(lock) => lock.map(Arc::new),
             Err(error) => {
                 tracing::error!(upstream = %self.spec.name, %error, "lock file unusable; the upstream is not exposed");
@@ -347,8 +353,14 @@ async fn judge(up: &Upstream, peer: &Peer<RoleClient>, env: &SupervisorEnv) {
             .shadow_reported
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
+            let why = up
+                .lock_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_else(|| "it has no lock file".to_owned());
             let detail = format!(
-                "connected but has no lock file: not exposed (run `mcp-warden pin {}`)",
+                "connected, but {why}: not exposed (review it and run `mcp-warden pin {}`)",
                 up.spec.name
             );
             report(env, up, "registry_drift", detail, None);

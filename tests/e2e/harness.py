@@ -168,6 +168,7 @@ def notes_upstream(**overrides: Any) -> dict[str, Any]:
             "add_note": "write",
             "toggle_extra_tool": "write",
             "delete_note": "destructive",
+            "rug_pull": "write",
         },
     }
     entry.update(overrides)
@@ -209,15 +210,33 @@ def time_upstream(**overrides: Any) -> dict[str, Any]:
     return entry
 
 
+# Upstreams whose own tool definitions the poisoning scan flags, so that `pin` refuses them
+# without --accept-findings. Only third-party servers belong here, each with the reason:
+# - server-everything: `get-env`'s description ("Returns all environment variables …") and a URL
+#   default in `gzip-file-as-resource`'s input schema read as exfiltration hints.
+ACCEPT_FINDINGS = (str(EVERYTHING_JS),)
+
+
+def _needs_accept_findings(entry: dict[str, Any]) -> bool:
+    return any(part in ACCEPT_FINDINGS for part in entry.get("command", []))
+
+
 @dataclass
 class Deployment:
-    """A folder holding warden.toml, registry/ and the SQLite store of one gateway."""
+    """A folder holding warden.toml, registry/ and the SQLite store of one gateway.
+
+    The gateway exposes only pinned upstreams: every way of starting one here (`HttpGateway`,
+    `RawStdioGateway`, `stdio_agent`) first runs `mcp-warden pin` for the deployment, once, as an
+    operator would (`ensure_pinned`). `pins` becomes warden.toml's `[pins]` table.
+    """
 
     root: Path
     upstreams: dict[str, dict[str, Any]]
     call_timeout_sec: int = 30
     restart_backoff_ms: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
+    pins: dict[str, Any] | None = None
+    pinned: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.registry = self.root / "registry"
@@ -232,7 +251,9 @@ class Deployment:
             **self.extra,
             "upstream": {"call_timeout_sec": self.call_timeout_sec, "restart_backoff_ms": self.restart_backoff_ms},
         }
-        self.config.write_text(toml_dumps(doc, tables=("upstream",)))
+        if self.pins is not None:
+            doc["pins"] = self.pins
+        self.config.write_text(toml_dumps(doc, tables=("upstream", "pins")))
         for name, entry in self.upstreams.items():
             self.write_upstream(name, entry)
 
@@ -240,6 +261,54 @@ class Deployment:
         path = self.registry / f"{name}.toml"
         path.write_text(toml_dumps(entry, tables=("tools",)))
         return path
+
+    def lock_path(self, name: str) -> Path:
+        return self.registry / f"{name}.lock.json"
+
+    def lock(self, name: str) -> dict[str, Any]:
+        return json.loads(self.lock_path(name).read_text())
+
+    # ----- pinning ---------------------------------------------------------------------------
+
+    def run_pin(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`mcp-warden pin ARGS --config warden.toml`, run from the deployment folder; its
+        output is kept in logs/ (the exit status is the caller's to judge)."""
+        cmd = [str(warden_bin()), "pin", *args, "--config", str(self.config)]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env=gateway_env(), cwd=self.root, timeout=timeout
+        )
+        self.log_path("pin").write_text(
+            f"$ {' '.join(cmd)}\nexit {done.returncode}\n--- stdout ---\n{done.stdout}--- stderr ---\n{done.stderr}"
+        )
+        return done
+
+    def pin(self, *names: str, accept_findings: bool = False, ticket: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Pin `names` (all enabled upstreams when none), as user `e2e`; fail unless exit 0."""
+        args = [*names, "--by", "e2e"]
+        if accept_findings:
+            args.append("--accept-findings")
+        if ticket:
+            args += ["--ticket", ticket]
+        done = self.run_pin(*args)
+        assert done.returncode == 0, (
+            f"mcp-warden pin {' '.join(args)} exited {done.returncode}\n"
+            f"--- stdout ---\n{done.stdout}--- stderr ---\n{done.stderr}"
+        )
+        return done
+
+    def ensure_pinned(self) -> None:
+        """Pin every enabled upstream once, before the first gateway of this deployment starts
+        (upstreams in ACCEPT_FINDINGS with --accept-findings)."""
+        if self.pinned:
+            return
+        enabled = {n: e for n, e in self.upstreams.items() if e.get("enabled", True)}
+        plain = [n for n, e in enabled.items() if not _needs_accept_findings(e)]
+        flagged = [n for n, e in enabled.items() if _needs_accept_findings(e)]
+        if plain:
+            self.pin(*plain)
+        if flagged:
+            self.pin(*flagged, accept_findings=True)
+        self.pinned = True
 
     def log_path(self, label: str) -> Path:
         n = len(list(self.logs.iterdir()))
@@ -249,10 +318,17 @@ class Deployment:
 
     def audit_rows(self) -> list[dict[str, Any]]:
         """Every row of mcp_audit (raises while the store or table does not exist yet)."""
+        return self._rows("SELECT * FROM mcp_audit")
+
+    def gate_events(self) -> list[dict[str, Any]]:
+        """Every row of gate_events, oldest first (raises while the store or table does not exist)."""
+        return self._rows("SELECT * FROM gate_events ORDER BY id")
+
+    def _rows(self, sql: str) -> list[dict[str, Any]]:
         db = sqlite3.connect(f"file:{self.store}?mode=ro", uri=True, timeout=5)
         try:
             db.row_factory = sqlite3.Row
-            return [dict(r) for r in db.execute("SELECT * FROM mcp_audit")]
+            return [dict(r) for r in db.execute(sql)]
         finally:
             db.close()
 
@@ -359,6 +435,7 @@ class HttpGateway:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> HttpGateway:
+        self.dep.ensure_pinned()
         with self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
                 [str(warden_bin()), "serve", "--http", "127.0.0.1:0", "--config", str(self.dep.config)],
@@ -446,6 +523,7 @@ class RawStdioGateway:
     """`mcp-warden serve --stdio` driven with raw JSON-RPC lines."""
 
     def __init__(self, dep) -> None:
+        dep.ensure_pinned()
         self.stderr_path = dep.log_path("gateway-raw-stdio")
         with self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
@@ -540,6 +618,7 @@ class Agent:
 @contextlib.asynccontextmanager
 async def stdio_agent(dep: Deployment, mode: str, *, env: dict[str, str] | None = None) -> AsyncIterator[Agent]:
     """An agent that spawns `mcp-warden serve --stdio` itself, as an agent's config would."""
+    await anyio.to_thread.run_sync(dep.ensure_pinned)
     stderr_path = dep.log_path(f"gateway-stdio-{mode}")
     params = StdioServerParameters(
         command=str(warden_bin()),

@@ -162,6 +162,12 @@ async def test_cancelling_slow_count_reaches_the_notes_fixture(deploy, mode):
 
 # --------------------------------------------------------------------------------------------
 # tools/list_changed
+#
+# The gateway serves pinned definitions, so an upstream's own list_changed changes what agents
+# see only when a pinned tool drifts or comes back: the notes fixture's `rug_pull` changes
+# `echo`'s description (the gateway withholds notes__echo) and a second `rug_pull` restores it
+# (the live definition matches its pin again; notes__echo is back). New tools wait for a pin
+# (tests/e2e/test_pinning.py).
 # --------------------------------------------------------------------------------------------
 
 
@@ -169,47 +175,46 @@ def _list_changed(agent) -> int:
     return agent.methods().count("notifications/tools/list_changed")
 
 
-async def _toggle(agent) -> None:
-    result = await agent.client.call_tool("notes__toggle_extra_tool", {})
-    assert not result.is_error, say(result)
+async def _rug_pull(agent, expected: str) -> None:
+    result = await agent.client.call_tool("notes__rug_pull", {})
+    assert not result.is_error and text_of(result) == expected, say(result)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_list_changed_reaches_a_legacy_agent(deploy, transport):
     dep = deploy({"notes": notes_upstream()})
-    async with open_agent(dep, transport, "legacy", wait_for={"notes__toggle_extra_tool"}) as agent:
-        assert "notes__extra" not in await tool_names(agent)
+    async with open_agent(dep, transport, "legacy", wait_for={"notes__echo", "notes__rug_pull"}) as agent:
         before = _list_changed(agent)
-        await _toggle(agent)
+        await _rug_pull(agent, "manifest changed")
         await eventually(lambda: _val(_list_changed(agent) > before), timeout=15, what="notifications/tools/list_changed")
-        await eventually(lambda: _has(agent, "notes__extra"), timeout=10, what="notes__extra to be listed")
-        extra = await agent.client.call_tool("notes__extra", {})
-        assert not extra.is_error, say(extra)
+        assert await _lacks(agent, "notes__echo"), "the drifted echo is listed after list_changed"
 
         before = _list_changed(agent)
-        await _toggle(agent)
+        await _rug_pull(agent, "manifest restored")
         await eventually(lambda: _val(_list_changed(agent) > before), timeout=15, what="a second list_changed")
-        await eventually(lambda: _lacks(agent, "notes__extra"), timeout=10, what="notes__extra to be gone")
+        assert await _has(agent, "notes__echo"), "the restored echo is not listed after list_changed"
+        echo = await agent.client.call_tool("notes__echo", {"text": "back"})
+        assert not echo.is_error and "back" in say(echo), say(echo)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_list_changed_reaches_a_2026_agent_via_listen(deploy, transport):
     dep = deploy({"notes": notes_upstream()})
-    async with open_agent(dep, transport, "auto", wait_for={"notes__toggle_extra_tool"}) as agent:
+    async with open_agent(dep, transport, "auto", wait_for={"notes__echo", "notes__rug_pull"}) as agent:
         c = agent.client
         async with c.listen(tools_list_changed=True) as sub:
             assert sub.honored.tools_list_changed, f"the gateway must honour tools_list_changed: {sub.honored}"
-            await _toggle(agent)
+            await _rug_pull(agent, "manifest changed")
             with anyio.fail_after(15):
                 event = await sub.__anext__()
             assert isinstance(event, ToolsListChanged), event
-            await eventually(lambda: _has(agent, "notes__extra"), timeout=10, what="notes__extra to be listed")
+            assert await _lacks(agent, "notes__echo"), "the drifted echo is listed after list_changed"
 
-            await _toggle(agent)
+            await _rug_pull(agent, "manifest restored")
             with anyio.fail_after(15):
                 event = await sub.__anext__()
             assert isinstance(event, ToolsListChanged), event
-            await eventually(lambda: _lacks(agent, "notes__extra"), timeout=10, what="notes__extra to be gone")
+            assert await _has(agent, "notes__echo"), "the restored echo is not listed after list_changed"
 
 
 async def test_list_changed_reaches_every_connected_agent(deploy):
@@ -222,17 +227,17 @@ async def test_list_changed_reaches_every_connected_agent(deploy):
             b = await stack.enter_async_context(http_agent(gw, "legacy"))
             m = await stack.enter_async_context(http_agent(gw, "auto"))
             for agent in (a, b, m):
-                await wait_for_tools(agent, {"notes__toggle_extra_tool"})
+                await wait_for_tools(agent, {"notes__echo", "notes__rug_pull"})
             sub = await stack.enter_async_context(m.client.listen(tools_list_changed=True))
             before_a, before_b = _list_changed(a), _list_changed(b)
-            await _toggle(a)
+            await _rug_pull(a, "manifest changed")
             with anyio.fail_after(15):
                 event = await sub.__anext__()
             assert isinstance(event, ToolsListChanged)
             await eventually(lambda: _val(_list_changed(a) > before_a), timeout=15, what="list_changed at agent a")
             await eventually(lambda: _val(_list_changed(b) > before_b), timeout=15, what="list_changed at agent b")
             for agent in (a, b, m):
-                await eventually(lambda agent=agent: _has(agent, "notes__extra"), timeout=10, what="notes__extra")
+                assert await _lacks(agent, "notes__echo"), agent.mode
 
 
 async def _has(agent, name: str) -> bool:

@@ -41,6 +41,7 @@ def run_gateway(dep_root, mode: str, timeout: float = 30) -> subprocess.Complete
 @pytest.mark.parametrize("mode", ["stdio", "http"])
 def test_bad_registry_entry_stops_the_start(deploy, case, mode):
     dep = deploy({"notes": notes_upstream()})
+    dep.ensure_pinned()  # a working, pinned deployment; then the operator's typo
     text, key = BAD_ENTRIES[case]
     (dep.registry / "broken.toml").write_text(text)
     done = run_gateway(dep.root, mode)
@@ -65,6 +66,7 @@ def test_bad_registry_entry_stops_the_start(deploy, case, mode):
 )
 def test_bad_warden_toml_stops_the_start(deploy, text, key):
     dep = deploy({"notes": notes_upstream()})
+    dep.ensure_pinned()
     dep.config.write_text(f'store = "sqlite://{dep.store}"\n' + text)
     done = run_gateway(dep.root, "stdio")
     err = done.stderr.decode(errors="replace")
@@ -76,6 +78,7 @@ def test_bad_warden_toml_stops_the_start(deploy, text, key):
 
 def test_bad_environment_override_stops_the_start(deploy):
     dep = deploy({"notes": notes_upstream()})
+    dep.ensure_pinned()
     # WARDEN_<KEY> for a top-level key: a store URL the gateway cannot use
     done = subprocess.run(
         [str(warden_bin()), "serve", "--stdio", "--config", str(dep.config)],

@@ -1,5 +1,6 @@
-//! The harness: a deployment folder (warden.toml, registry/notes.toml, the SQLite store), the
-//! real `mcp-warden` process over stdio or HTTP, and real rmcp agents in either protocol era.
+//! The harness: a deployment folder (warden.toml, registry/notes.toml pinned by `mcp-warden pin`,
+//! the SQLite store), the real `mcp-warden` process over stdio or HTTP, and real rmcp agents in
+//! either protocol era.
 //!
 //! Synchronisation is by polling with deadlines ([`eventually`]), never by sleeping.
 
@@ -44,6 +45,7 @@ slow_count = "read"
 add_note = "write"
 toggle_extra_tool = "write"
 delete_note = "destructive"
+rug_pull = "write"
 "#;
 
 /// How the agent reaches the gateway.
@@ -98,8 +100,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Write a deployment serving the notes fixture; over HTTP also start the gateway and wait
-    /// until it listens.
+    /// Write a deployment serving the notes fixture and pin it (`mcp-warden pin`, as an operator
+    /// would: the gateway exposes only pinned upstreams); over HTTP also start the gateway and
+    /// wait until it listens.
     pub async fn start(transport: Transport) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let root = dir.path();
@@ -123,6 +126,7 @@ impl Gateway {
             http: None,
             log: Log::default(),
         };
+        gw.pin().await?;
         if transport == Transport::Http {
             gw.spawn_http().await?;
         }
@@ -139,10 +143,36 @@ impl Gateway {
         &self.db
     }
 
+    /// `mcp-warden pin --config warden.toml --by gateway-tests`; an error unless it exits 0.
+    async fn pin(&self) -> anyhow::Result<()> {
+        let out = self
+            .warden(&["pin", "--by", "gateway-tests"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context("running mcp-warden pin")?;
+        if !out.status.success() {
+            bail!(
+                "mcp-warden pin exited with {}:\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     fn command(&self, mode: &[&str]) -> Command {
+        let mut cmd = self.warden(&["serve"]);
+        cmd.args(mode);
+        cmd
+    }
+
+    /// `mcp-warden SUBCOMMAND … --config warden.toml` in the deployment folder, with nothing
+    /// from the environment reconfiguring it.
+    fn warden(&self, subcommand: &[&str]) -> Command {
         let mut cmd = Command::new(WARDEN);
-        cmd.arg("serve")
-            .args(mode)
+        cmd.args(subcommand)
             .arg("--config")
             .arg(&self.config)
             .current_dir(self.dir.path())

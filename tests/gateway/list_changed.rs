@@ -1,53 +1,51 @@
-//! An upstream's `notifications/tools/list_changed` reaches rmcp agents through the gateway:
-//! legacy agents through `ClientHandler::on_tool_list_changed`, 2026-07-28 agents through a
+//! A change in what the gateway exposes reaches rmcp agents as `tools/list_changed`: legacy agents
+//! through `ClientHandler::on_tool_list_changed`, 2026-07-28 agents through a
 //! `subscriptions/listen` stream; the next `tools/list` already shows the change.
+//!
+//! The gateway serves pinned definitions, so an upstream's own `list_changed` changes the catalog
+//! only when a pinned tool drifts or comes back: the notes fixture's `rug_pull` changes `echo`'s
+//! description (the gateway withholds `notes__echo`), and a second `rug_pull` restores it (the
+//! live definition matches its pin again and `notes__echo` is back).
 
 use rmcp::model::{ServerNotification, SubscriptionFilter};
 use serde_json::json;
 
 use crate::harness::{Agent, DEADLINE, Era, Gateway, Transport, text_of};
 
-const EXTRA: &str = "notes__extra";
+const ECHO: &str = "notes__echo";
 
-async fn toggle(agent: &Agent, expected: &str) -> anyhow::Result<()> {
-    let result = agent.call("notes__toggle_extra_tool", json!({})).await?;
+async fn rug_pull(agent: &Agent, expected: &str) -> anyhow::Result<()> {
+    let result = agent.call("notes__rug_pull", json!({})).await?;
     assert_ne!(result.is_error, Some(true), "{result:?}");
     assert_eq!(text_of(&result), expected);
     Ok(())
 }
 
+/// After each `rug_pull`: whether `notes__echo` is listed.
+const STEPS: [(&str, bool); 2] = [("manifest changed", false), ("manifest restored", true)];
+
 async fn legacy(transport: Transport) -> anyhow::Result<()> {
     let gw = Gateway::start(transport).await?;
     let mut agent = gw.connect(Era::Legacy).await?;
-    let tools = agent.tools_once_listed("notes__toggle_extra_tool").await?;
-    assert!(
-        !tools.iter().any(|t| t.name == EXTRA),
-        "{EXTRA} listed before the toggle"
-    );
+    agent.tools_once_listed(ECHO).await?;
 
-    toggle(&agent, "extra tool added").await?;
-    let fired = tokio::time::timeout(DEADLINE, agent.tools_changed.recv()).await;
-    assert_eq!(fired, Ok(Some(())), "on_tool_list_changed did not fire");
-    let names = agent.tool_names().await?;
-    assert!(
-        names.iter().any(|n| n == EXTRA),
-        "{EXTRA} not listed after list_changed: {names:?}"
-    );
-    let extra = agent.call(EXTRA, json!({})).await?;
-    assert_eq!(text_of(&extra), "extra");
-
-    toggle(&agent, "extra tool removed").await?;
-    let fired = tokio::time::timeout(DEADLINE, agent.tools_changed.recv()).await;
-    assert_eq!(
-        fired,
-        Ok(Some(())),
-        "on_tool_list_changed did not fire for the removal"
-    );
-    let names = agent.tool_names().await?;
-    assert!(
-        !names.iter().any(|n| n == EXTRA),
-        "{EXTRA} still listed: {names:?}"
-    );
+    for (expected, listed) in STEPS {
+        rug_pull(&agent, expected).await?;
+        let fired = tokio::time::timeout(DEADLINE, agent.tools_changed.recv()).await;
+        assert_eq!(
+            fired,
+            Ok(Some(())),
+            "on_tool_list_changed did not fire after {expected:?}"
+        );
+        let names = agent.tool_names().await?;
+        assert_eq!(
+            names.iter().any(|n| n == ECHO),
+            listed,
+            "after {expected:?} and its list_changed: {names:?}"
+        );
+    }
+    let echoed = agent.call(ECHO, json!({ "text": "back" })).await?;
+    assert_eq!(text_of(&echoed), "back");
 
     agent.service.cancel().await?;
     Ok(())
@@ -56,11 +54,7 @@ async fn legacy(transport: Transport) -> anyhow::Result<()> {
 async fn modern(transport: Transport) -> anyhow::Result<()> {
     let gw = Gateway::start(transport).await?;
     let agent = gw.connect(Era::Modern).await?;
-    let tools = agent.tools_once_listed("notes__toggle_extra_tool").await?;
-    assert!(
-        !tools.iter().any(|t| t.name == EXTRA),
-        "{EXTRA} listed before the toggle"
-    );
+    agent.tools_once_listed(ECHO).await?;
 
     let mut sub = agent
         .service
@@ -73,8 +67,8 @@ async fn modern(transport: Transport) -> anyhow::Result<()> {
         sub.acknowledged()
     );
 
-    for (expected, listed) in [("extra tool added", true), ("extra tool removed", false)] {
-        toggle(&agent, expected).await?;
+    for (expected, listed) in STEPS {
+        rug_pull(&agent, expected).await?;
         let next = tokio::time::timeout(DEADLINE, sub.next()).await;
         let names = agent.tool_names().await?;
         assert!(
@@ -87,7 +81,7 @@ async fn modern(transport: Transport) -> anyhow::Result<()> {
             sub.end()
         );
         assert_eq!(
-            names.iter().any(|n| n == EXTRA),
+            names.iter().any(|n| n == ECHO),
             listed,
             "after {expected:?} and its list_changed: {names:?}"
         );
