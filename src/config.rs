@@ -17,11 +17,20 @@ pub enum ConfigError {
     #[error("invalid configuration: {0}")]
     Figment(Box<figment::Error>),
     /// A value parsed but makes no sense.
-    #[error("invalid configuration: key `{key}`: {problem}")]
-    Value { key: &'static str, problem: String },
+    #[error("invalid configuration{}: key `{key}`: {problem}", in_file(.file.as_deref()))]
+    Value {
+        key: &'static str,
+        problem: String,
+        file: Option<PathBuf>,
+    },
     /// `--config` names a file that does not exist.
     #[error("configuration file {0} does not exist")]
     Missing(PathBuf),
+}
+
+fn in_file(file: Option<&Path>) -> String {
+    file.map(|f| format!(" in {}", f.display()))
+        .unwrap_or_default()
 }
 
 impl From<figment::Error> for ConfigError {
@@ -111,6 +120,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Manifest pinning.
     pub pins: PinsConfig,
+    /// The config file it was read from, if any (for messages).
+    pub source: Option<PathBuf>,
 }
 
 /// Manifest pinning settings.
@@ -175,7 +186,17 @@ impl Config {
                 .ignore(&["CONFIG", "LOG"])
                 .split("__"),
         );
-        Self::resolve(figment.extract()?, base.as_deref())
+        let mut config =
+            Self::resolve(figment.extract()?, base.as_deref()).map_err(|e| match e {
+                ConfigError::Value { key, problem, .. } => ConfigError::Value {
+                    key,
+                    problem,
+                    file: file.clone(),
+                },
+                other => other,
+            })?;
+        config.source = file;
+        Ok(config)
     }
 
     #[cfg(test)]
@@ -189,6 +210,7 @@ impl Config {
             _ => p,
         };
         let listen = raw.listen.parse().map_err(|e| ConfigError::Value {
+            file: None,
             key: "listen",
             problem: format!(
                 "expected an address such as 127.0.0.1:8080, got {:?}: {e}",
@@ -199,6 +221,7 @@ impl Config {
             Some(path) if !path.is_empty() => StoreUrl::Sqlite(rel(PathBuf::from(path))),
             _ => {
                 return Err(ConfigError::Value {
+                    file: None,
                     key: "store",
                     problem: format!("expected sqlite://PATH, got {:?}", raw.store),
                 });
@@ -209,6 +232,7 @@ impl Config {
                 Ok(Duration::from_secs_f64(v))
             } else {
                 Err(ConfigError::Value {
+                    file: None,
                     key,
                     problem: format!("expected seconds in (0, 86400), got {v}"),
                 })
@@ -218,12 +242,14 @@ impl Config {
             || raw.upstream.restart_backoff_max_ms < raw.upstream.restart_backoff_ms
         {
             return Err(ConfigError::Value {
+                file: None,
                 key: "upstream.restart_backoff_ms",
                 problem: "expected 0 < restart_backoff_ms <= restart_backoff_max_ms".to_owned(),
             });
         }
         if raw.stdio_principal.trim().is_empty() {
             return Err(ConfigError::Value {
+                file: None,
                 key: "stdio_principal",
                 problem: "must not be empty".to_owned(),
             });
@@ -232,6 +258,7 @@ impl Config {
         for w in &raw.pins.deploy_windows {
             deploy_windows.push(crate::decide::pins::Window::parse(w).map_err(|problem| {
                 ConfigError::Value {
+                    file: None,
                     key: "pins.deploy_windows",
                     problem,
                 }
@@ -244,6 +271,7 @@ impl Config {
                 &time::format_description::well_known::Rfc3339,
             )
             .map_err(|e| ConfigError::Value {
+                file: None,
                 key: "pins.change_tickets",
                 problem: format!(
                     "ticket {:?}: `until` must be RFC 3339 (2026-12-01T00:00:00Z): {e}",
@@ -257,6 +285,7 @@ impl Config {
             });
         }
         Ok(Self {
+            source: None,
             pins: PinsConfig {
                 recheck: secs("pins.recheck_sec", raw.pins.recheck_sec)?,
                 deploy_windows,

@@ -19,7 +19,9 @@ use rmcp::model::{
     ServerConfig, ServerNotification, SetLevelRequestParams, SubscribeRequestParams,
     SubscriptionFilter, UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer, SubscriptionContext};
+use rmcp::service::{
+    NotificationContext, Peer, RequestContext, RoleClient, RoleServer, SubscriptionContext,
+};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -67,6 +69,28 @@ impl AgentSession {
             .load()
             .resolve_uri(exposed)
             .ok_or_else(|| GatewayError::UnknownResource(exposed.to_owned()))
+    }
+
+    /// Send one request to upstream `index` under the time limit and the agent's cancellation.
+    async fn forward<T, Fut>(
+        &self,
+        index: usize,
+        ctx: &RequestContext<RoleServer>,
+        send: impl FnOnce(Arc<Peer<RoleClient>>) -> Fut,
+    ) -> Result<(&crate::upstream::Upstream, T), GatewayError>
+    where
+        Fut: Future<Output = Result<T, rmcp::service::ServiceError>>,
+    {
+        let up = self.gw.upstream(index)?;
+        let peer = dispatch::connected(up)?;
+        let name = &up.spec.name;
+        let result = dispatch::bounded(up, self.limit(), ctx, async {
+            send(peer)
+                .await
+                .map_err(|e| GatewayError::from_service(name, e))
+        })
+        .await?;
+        Ok((up, result))
     }
 
     /// Forward change events to a legacy agent until it goes away.
@@ -260,16 +284,13 @@ impl ServerHandler for AgentSession {
     ) -> Result<ReadResourceResponse, McpError> {
         let run = async {
             let (index, original) = self.resolve_uri(&request.uri)?;
-            let up = self.gw.upstream(index)?;
-            let peer = dispatch::connected(up)?;
             request.uri = original;
             request.meta = None;
-            let mut resp = dispatch::bounded(up, self.limit(), &context, async {
-                peer.read_resource_once(request)
-                    .await
-                    .map_err(|e| GatewayError::from_service(&up.spec.name, e))
-            })
-            .await?;
+            let (up, mut resp) = self
+                .forward(index, &context, |peer| async move {
+                    peer.read_resource_once(request).await
+                })
+                .await?;
             if let ReadResourceResponse::Complete(r) = &mut resp {
                 rewrite_contents(&up.spec.prefix, &mut r.contents);
                 r.result_type.get_or_insert(ResultType::COMPLETE);
@@ -302,16 +323,13 @@ impl ServerHandler for AgentSession {
                     .ok_or_else(|| GatewayError::UnknownPrompt(request.name.clone()))?;
                 (i, n.to_owned())
             };
-            let up = self.gw.upstream(index)?;
-            let peer = dispatch::connected(up)?;
             request.name = original;
             request.meta = None;
-            let mut resp = dispatch::bounded(up, self.limit(), &context, async {
-                peer.get_prompt_once(request)
-                    .await
-                    .map_err(|e| GatewayError::from_service(&up.spec.name, e))
-            })
-            .await?;
+            let (_, mut resp) = self
+                .forward(index, &context, |peer| async move {
+                    peer.get_prompt_once(request).await
+                })
+                .await?;
             if let GetPromptResponse::Complete(r) = &mut resp {
                 r.result_type.get_or_insert(ResultType::COMPLETE);
             }
@@ -346,15 +364,12 @@ impl ServerHandler for AgentSession {
                     other => return Err(GatewayError::UnknownPrompt(format!("{other:?}"))),
                 }
             };
-            let up = self.gw.upstream(index)?;
-            let peer = dispatch::connected(up)?;
             request.meta = None;
-            let mut result = dispatch::bounded(up, self.limit(), &context, async {
-                peer.complete(request)
-                    .await
-                    .map_err(|e| GatewayError::from_service(&up.spec.name, e))
-            })
-            .await?;
+            let (_, mut result) = self
+                .forward(index, &context, |peer| async move {
+                    peer.complete(request).await
+                })
+                .await?;
             result.result_type.get_or_insert(ResultType::COMPLETE);
             Ok(result)
         };

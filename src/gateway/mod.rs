@@ -72,7 +72,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for t in &config.pins.change_tickets {
         if !specs.iter().any(|s| s.name == t.upstream) {
             anyhow::bail!(
-                "invalid configuration: key `pins.change_tickets`: ticket {:?} names upstream {:?}, which is not in {}",
+                "invalid configuration{}: key `pins.change_tickets`: ticket {:?} names upstream {:?}, which is not in {}",
+                config
+                    .source
+                    .as_ref()
+                    .map(|f| format!(" in {}", f.display()))
+                    .unwrap_or_default(),
                 t.id,
                 t.upstream,
                 config.registry_dir.display()

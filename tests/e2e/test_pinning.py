@@ -346,7 +346,10 @@ COVER = {
 @pytest.mark.parametrize("case", sorted(COVER))
 async def test_drift_is_reported_against_deploy_windows_and_tickets(deploy, case):
     pins, gate, ticket = COVER[case]
-    dep = notes_dep(deploy, **pins)
+    # A ticket must name a registered upstream (the gateway refuses to start otherwise), so the
+    # other upstream is registered, disabled.
+    other = python_upstream("crash.py", tools=CRASH_TOOLS, enabled=False)
+    dep = deploy({"notes": notes_upstream(), "crash": other}, pins={**RECHECK, **pins})
     async with open_agent(dep, "stdio", "auto", wait_for={"notes__echo"}) as agent:
         pulled = await agent.client.call_tool("notes__rug_pull", {})
         assert not pulled.is_error, text_of(pulled)

@@ -76,17 +76,22 @@ async def test_tools_resources_prompts_completion(deploy, mode, transport):
         echoed = await c.call_tool("notes__echo", {"text": "hello warden"})
         assert not echoed.is_error and "hello warden" in blob(echoed)
 
-        # resources: namespaced as warden://notes/<original uri>, readable through the gateway
-        resources = (await c.list_resources()).resources
-        assert resources, "the notes fixture lists its notes as resources"
-        for resource in resources:
-            assert str(resource.uri).startswith("warden://notes/note://"), resource.uri
-        texts = []
-        for resource in resources:
-            read = await c.read_resource(str(resource.uri))
-            assert read.contents, resource.uri
-            texts.extend(getattr(part, "text", "") for part in read.contents)
-        assert any(body in t for t in texts), f"note body {body!r} not in any resource: {texts}"
+        # resources: namespaced as warden://notes/<original uri>, readable through the gateway.
+        # The list is live data: the new note shows up once the upstream's list_changed has
+        # been handled, so poll for it.
+        async def note_readable() -> bool:
+            resources = (await c.list_resources()).resources
+            assert resources, "the notes fixture lists its notes as resources"
+            for resource in resources:
+                assert str(resource.uri).startswith("warden://notes/note://"), resource.uri
+            texts = []
+            for resource in resources:
+                read = await c.read_resource(str(resource.uri))
+                assert read.contents, resource.uri
+                texts.extend(getattr(part, "text", "") for part in read.contents)
+            return any(body in t for t in texts)
+
+        await eventually(note_readable, what=f"a resource holding the note body {body!r}")
 
         templates = (await c.list_resource_templates()).resource_templates
         assert "warden://notes/note://{id}" in {t.uri_template for t in templates}

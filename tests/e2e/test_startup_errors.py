@@ -61,8 +61,14 @@ def test_bad_registry_entry_stops_the_start(deploy, case, mode):
         ('registry_dir = "registry"\nlisten_on = "127.0.0.1:1"\n', "listen_on"),
         ('registry_dir = "registry"\n[upstream]\ncall_timeout_sec = "soon"\n', "call_timeout_sec"),
         ('registry_dir = "registry"\n[upstream]\ncall_timout_sec = 5\n', "call_timout_sec"),
+        ('registry_dir = "registry"\n[pins]\ndeploy_windows = ["Someday 09:00-10:00"]\n', "pins.deploy_windows"),
+        (
+            'registry_dir = "registry"\n[pins]\nchange_tickets = '
+            '[{ upstream = "ghost", ticket = "CHG-1", until = "2030-01-01T00:00:00Z" }]\n',
+            "pins.change_tickets",
+        ),
     ],
-    ids=["unknown-key", "wrong-type", "unknown-nested-key"],
+    ids=["unknown-key", "wrong-type", "unknown-nested-key", "bad-deploy-window", "ticket-for-unknown-upstream"],
 )
 def test_bad_warden_toml_stops_the_start(deploy, text, key):
     dep = deploy({"notes": notes_upstream()})
