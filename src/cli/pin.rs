@@ -91,7 +91,7 @@ async fn read_live(spec: &UpstreamSpec, config: &Config) -> anyhow::Result<Live>
         let _ = running.cancel().await;
         anyhow::Ok(Live {
             fingerprint,
-            items: LiveItems::of(&m),
+            items: LiveItems::scanned(&m),
         })
     };
     tokio::time::timeout(config.upstream.connect_timeout, attempt)

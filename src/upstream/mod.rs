@@ -346,7 +346,7 @@ async fn judge(up: &Upstream, peer: &Peer<RoleClient>, env: &SupervisorEnv) {
         (fp, pinning::LiveItems::of(&manifest))
     })
     .await;
-    let Ok((fp, items)) = live else { return };
+    let Ok((fp, mut items)) = live else { return };
     let Some(lock) = up.lock() else {
         up.verdict.store(None);
         if !up
@@ -389,6 +389,7 @@ async fn judge(up: &Upstream, peer: &Peer<RoleClient>, env: &SupervisorEnv) {
         .collect();
     if !newly.is_empty() {
         // The poisoning scan runs on every drift: say what the new definitions contain.
+        items.scan(&newly);
         let findings: Vec<String> = items
             .tools
             .iter()

@@ -190,7 +190,7 @@ pub struct LiveItems {
 }
 
 impl LiveItems {
-    /// Hash every definition of `m`.
+    /// Hash every definition of `m`, without scanning (the gateway scans only what drifted).
     pub fn of(m: &Manifest) -> Self {
         let to_value =
             |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or(serde_json::Value::Null);
@@ -199,7 +199,7 @@ impl LiveItems {
                 .tools
                 .iter()
                 .map(|t| {
-                    pins::item(
+                    pins::hashed(
                         &t.name,
                         pins::tool_definition(&to_value(serde_json::to_value(t))),
                     )
@@ -209,7 +209,7 @@ impl LiveItems {
                 .prompts
                 .iter()
                 .map(|p| {
-                    pins::item(
+                    pins::hashed(
                         &p.name,
                         pins::plain_definition(&to_value(serde_json::to_value(p))),
                     )
@@ -219,12 +219,40 @@ impl LiveItems {
                 .templates
                 .iter()
                 .map(|t| {
-                    pins::item(
+                    pins::hashed(
                         &t.uri_template,
                         pins::plain_definition(&to_value(serde_json::to_value(t))),
                     )
                 })
                 .collect(),
+        }
+    }
+
+    /// Hash and scan every definition of `m` (for pinning).
+    pub fn scanned(m: &Manifest) -> Self {
+        let mut items = Self::of(m);
+        for i in items
+            .tools
+            .iter_mut()
+            .chain(&mut items.prompts)
+            .chain(&mut items.templates)
+        {
+            i.findings = crate::decide::scan::scan_definition(&i.definition);
+        }
+        items
+    }
+
+    /// Scan the items named in `names` (those that drifted).
+    pub fn scan(&mut self, names: &[&str]) {
+        for i in self
+            .tools
+            .iter_mut()
+            .chain(&mut self.prompts)
+            .chain(&mut self.templates)
+        {
+            if names.contains(&i.name.as_str()) {
+                i.findings = crate::decide::scan::scan_definition(&i.definition);
+            }
         }
     }
 

@@ -17,7 +17,7 @@ fn fp() -> Fingerprint {
 }
 
 fn tool(name: &str, description: &str) -> PinnedItem {
-    item(
+    hashed(
         name,
         tool_definition(
             &json!({"name": name, "description": description, "inputSchema": {"type": "object"}, "_meta": {"x": 1}}),
