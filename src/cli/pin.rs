@@ -67,7 +67,11 @@ struct Live {
     items: LiveItems,
 }
 
-async fn read_live(spec: &UpstreamSpec, config: &Config) -> anyhow::Result<Live> {
+async fn read_live(
+    spec: &UpstreamSpec,
+    config: &Config,
+    era: Option<rmcp::model::ProtocolVersion>,
+) -> anyhow::Result<Live> {
     let hub = Arc::new(Hub::default());
     let shared = Arc::new(Shared {
         name: spec.name.clone(),
@@ -82,7 +86,7 @@ async fn read_live(spec: &UpstreamSpec, config: &Config) -> anyhow::Result<Live>
     let cwd = config.base_dir();
     let attempt = async {
         let running =
-            connect::connect(spec, UpstreamClient::new(shared, refresh), &http, &cwd).await?;
+            connect::connect(spec, UpstreamClient::new(shared, refresh, era), &http, &cwd).await?;
         let offered = crate::upstream::offered(running.peer());
         let m = manifest::fetch(running.peer(), offered)
             .await
@@ -132,7 +136,13 @@ async fn run(args: PinArgs) -> anyhow::Result<bool> {
         .unwrap_or_else(|| "unknown".to_owned());
     let mut all_ok = true;
     for spec in selected {
-        let live = match read_live(spec, &config).await {
+        // Reach the server in the era it was pinned in (a probe can wait 10 s on old servers).
+        let era = pinning::read_lock(spec)
+            .ok()
+            .flatten()
+            .and_then(|l| l.fingerprint.protocol_version)
+            .and_then(|v| crate::upstream::client::era_of(&v));
+        let live = match read_live(spec, &config, era).await {
             Ok(l) => l,
             Err(error) => {
                 eprintln!("{}: cannot read the live manifest: {error:#}", spec.name);

@@ -12,7 +12,8 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{
     CancelledNotificationParam, ClientCapabilities, ClientConfig, CreateMessageRequestParams,
     CreateMessageResult, ElicitRequestParams, ElicitResult, Implementation, ListRootsResult,
-    LoggingMessageNotificationParam, ProgressNotificationParam, ResourceUpdatedNotificationParam,
+    LoggingMessageNotificationParam, ProgressNotificationParam, ProtocolVersion,
+    ResourceUpdatedNotificationParam,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleClient};
 use tokio::sync::mpsc;
@@ -36,12 +37,27 @@ pub enum Refresh {
 pub struct UpstreamClient {
     pub(super) shared: Arc<Shared>,
     pub(super) refresh: mpsc::UnboundedSender<Refresh>,
+    /// The protocol version the upstream is known to speak (from its lock), if any.
+    pub(super) era: Option<ProtocolVersion>,
+}
+
+/// A pinned protocol version string as rmcp's type (`None` if it is not one).
+pub fn era_of(version: &str) -> Option<ProtocolVersion> {
+    serde_json::from_value(serde_json::Value::String(version.to_owned())).ok()
 }
 
 impl UpstreamClient {
     /// A handler for the upstream of `shared`; list changes are sent to `refresh`.
-    pub fn new(shared: Arc<Shared>, refresh: mpsc::UnboundedSender<Refresh>) -> Self {
-        Self { shared, refresh }
+    pub fn new(
+        shared: Arc<Shared>,
+        refresh: mpsc::UnboundedSender<Refresh>,
+        era: Option<ProtocolVersion>,
+    ) -> Self {
+        Self {
+            shared,
+            refresh,
+            era,
+        }
     }
 
     fn no_agent(what: &str) -> McpError {
@@ -59,10 +75,19 @@ impl ClientHandler for UpstreamClient {
             .enable_elicitation()
             .enable_roots()
             .build();
-        ClientConfig::new(
+        let mut config = ClientConfig::new(
             caps,
             Implementation::new("mcp-warden", env!("CARGO_PKG_VERSION")),
-        )
+        );
+        // `initialize` offers the era the upstream was pinned in (rmcp's default is the newest).
+        if let Some(era) = self
+            .era
+            .as_ref()
+            .filter(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str())
+        {
+            config.protocol_version = era.clone();
+        }
+        config
     }
 
     async fn create_message(

@@ -48,10 +48,21 @@ fn resolve_program(program: &std::path::Path) -> PathBuf {
     program.to_path_buf()
 }
 
-fn lifecycle() -> ClientLifecycleMode {
-    ClientLifecycleMode::Auto {
-        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-        legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+/// How to open the connection: in the era the upstream is known to speak (its pinned protocol
+/// version), else probe with `server/discover` and fall back to `initialize`. The probe waits up
+/// to 10 s on servers that ignore requests before `initialize`, so the known era matters.
+fn lifecycle(known: Option<&ProtocolVersion>) -> ClientLifecycleMode {
+    match known {
+        Some(v) if v.as_str() >= ProtocolVersion::V_2026_07_28.as_str() => {
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![v.clone()],
+            }
+        }
+        Some(_) => ClientLifecycleMode::Initialize,
+        None => ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+        },
     }
 }
 
@@ -63,6 +74,7 @@ pub async fn connect(
     http: &reqwest::Client,
     default_cwd: &std::path::Path,
 ) -> Result<RunningService<RoleClient, UpstreamClient>, ConnectError> {
+    let handler_era = handler.era.clone();
     match &spec.transport {
         Transport::Stdio {
             program,
@@ -95,7 +107,7 @@ pub async fn connect(
                 });
             }
             handler
-                .serve_with_lifecycle(transport, lifecycle())
+                .serve_with_lifecycle(transport, lifecycle(handler_era.as_ref()))
                 .await
                 .map_err(|e| ConnectError::Handshake(e.to_string()))
         }
@@ -120,7 +132,7 @@ pub async fn connect(
                 .custom_headers(headers);
             let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
             handler
-                .serve_with_lifecycle(transport, lifecycle())
+                .serve_with_lifecycle(transport, lifecycle(handler_era.as_ref()))
                 .await
                 .map_err(|e| ConnectError::Handshake(e.to_string()))
         }

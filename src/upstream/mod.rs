@@ -181,15 +181,24 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
         return;
     }
     let mut backoff = env.config.restart_backoff;
+    let mut failed_last = false;
     loop {
         if env.shutdown.is_cancelled() {
             break;
         }
         let (refresh_tx, mut refresh_rx) = mpsc::unbounded_channel();
-        let handler = UpstreamClient {
-            shared: up.shared.clone(),
-            refresh: refresh_tx.clone(),
+        // Connect in the era the lock says the upstream speaks; after a failed attempt, probe.
+        let era = if failed_last {
+            None
+        } else {
+            up.lock()
+                .and_then(|l| l.fingerprint.protocol_version.clone())
         };
+        let handler = UpstreamClient::new(
+            up.shared.clone(),
+            refresh_tx.clone(),
+            era.as_deref().and_then(client::era_of),
+        );
         let attempt = async {
             let running = connect::connect(&up.spec, handler, &env.http, &env.default_cwd)
                 .await
@@ -210,6 +219,7 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
         };
         match outcome {
             Ok((running, manifest, offered)) => {
+                failed_last = false;
                 tracing::info!(
                     upstream = %up.spec.name,
                     protocol = manifest.protocol_version.as_deref().unwrap_or("?"),
@@ -261,6 +271,7 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                 }
             }
             Err(reason) => {
+                failed_last = true;
                 tracing::warn!(upstream = %up.spec.name, %reason, retry_in = ?backoff, "upstream unavailable");
                 up.set_status(Status::Down(reason));
             }
