@@ -393,10 +393,11 @@ async fn judge(up: &Upstream, peer: &Peer<RoleClient>, env: &SupervisorEnv) {
             None,
         );
     }
+    let before = was.drifted_names();
     let newly: Vec<&str> = verdict
         .drifted_names()
         .into_iter()
-        .filter(|n| !was.drifted_names().contains(n))
+        .filter(|n| !before.contains(n))
         .collect();
     if !newly.is_empty() {
         // The poisoning scan runs on every drift: say what the new definitions contain.
