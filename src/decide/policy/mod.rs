@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 
 use self::matchers::{ArgMatcher, Globs, LabelCond};
 
@@ -179,6 +180,25 @@ pub struct RuleInfo<'a> {
 pub struct PolicySet {
     rules: Vec<Rule>,
     files: Vec<PathBuf>,
+    /// [`sources_digest`] of what it was compiled from; empty for the default set.
+    digest: String,
+}
+
+/// sha256 (hex) over policy files given as (path, contents), in path order whatever the order
+/// given: equal for equal sources, so a poller can tell whether a folder changed.
+pub fn sources_digest(files: &[(PathBuf, String)]) -> String {
+    let mut sorted: Vec<&(PathBuf, String)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hash = Sha256::new();
+    for (path, text) in sorted {
+        let path = path.to_string_lossy();
+        // lengths first, so that no two different lists hash alike
+        hash.update((path.len() as u64).to_le_bytes());
+        hash.update(path.as_bytes());
+        hash.update((text.len() as u64).to_le_bytes());
+        hash.update(text.as_bytes());
+    }
+    hex::encode(hash.finalize())
 }
 
 impl PolicySet {
@@ -188,7 +208,10 @@ impl PolicySet {
     pub fn compile(files: &[(PathBuf, String)]) -> Result<Self, PolicyError> {
         let mut sorted: Vec<&(PathBuf, String)> = files.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut set = Self::default();
+        let mut set = Self {
+            digest: sources_digest(files),
+            ..Self::default()
+        };
         for (index, (path, text)) in sorted.into_iter().enumerate() {
             set.files.push(path.clone());
             for rule in parse::file(path, text, index)? {
@@ -267,6 +290,11 @@ impl PolicySet {
     /// The files compiled, in the order their rules are taken.
     pub fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+
+    /// The [`sources_digest`] of the files it was compiled from (empty for the default set).
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// Every rule, in evaluation order.

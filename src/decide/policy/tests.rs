@@ -640,6 +640,32 @@ fn rules_and_files() {
 }
 
 #[test]
+fn digest_of_sources() {
+    let a = files("version: v1\nrules: []\n#- b.yaml\nversion: v1\nrules: []");
+    let reversed: Vec<_> = a.iter().rev().cloned().collect();
+    assert_eq!(sources_digest(&a), sources_digest(&reversed));
+    assert_eq!(PolicySet::compile(&a).unwrap().digest(), sources_digest(&a));
+    let mut edited = a.clone();
+    edited[1].1.push(' ');
+    assert_ne!(sources_digest(&a), sources_digest(&edited));
+    let mut renamed = a.clone();
+    renamed[1].0 = PathBuf::from("c.yaml");
+    assert_ne!(sources_digest(&a), sources_digest(&renamed));
+    // moving text from one file to the next changes it too
+    let shifted = vec![
+        (PathBuf::from("a"), "xy".to_owned()),
+        (PathBuf::from("b"), String::new()),
+    ];
+    let unshifted = vec![
+        (PathBuf::from("a"), "x".to_owned()),
+        (PathBuf::from("b"), "y".to_owned()),
+    ];
+    assert_ne!(sources_digest(&shifted), sources_digest(&unshifted));
+    assert_eq!(PolicySet::default().digest(), "");
+    assert_eq!(sources_digest(&[]).len(), 64);
+}
+
+#[test]
 fn validation_errors() {
     let head = "version: v1\nrules:\n";
     for (fixture, expected) in [
