@@ -3,9 +3,5 @@
 pub mod canonical;
 pub mod names;
 pub mod pins;
-#[allow(
-    dead_code,
-    reason = "used by gateway::policies and cli::policy, next commits"
-)]
 pub mod policy;
 pub mod scan;

@@ -18,7 +18,7 @@ use crate::decide::policy::{PolicyError, PolicySet, sources_digest};
 fn read_sources(dir: &Path) -> Result<Vec<(PathBuf, String)>, PolicyError> {
     let read_err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| PolicyError::Read { path, source }
+        move |error| PolicyError::Read { path, error }
     };
     let mut sources = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read_err(dir))? {
@@ -44,6 +44,13 @@ pub fn read_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
 /// stayed the same for two polls in a row (so a file caught half-written is not acted on),
 /// they are compiled and swapped in (`on_change(Ok(()))`), or the running set is kept and the
 /// reason reported (`on_change(Err(..))`, once per distinct broken state).
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "serve starts it once the policy stage is wired in"
+    )
+)]
 pub async fn watch(
     dir: PathBuf,
     current: Arc<ArcSwap<PolicySet>>,
@@ -101,7 +108,7 @@ pub async fn watch(
 fn blocking_failed(dir: &Path, e: tokio::task::JoinError) -> PolicyError {
     PolicyError::Read {
         path: dir.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e.to_string()),
     }
 }
 

@@ -315,12 +315,12 @@ impl PolicySet {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// A policy folder or file cannot be read.
-    #[error("cannot read {}: {source}", .path.display())]
+    #[error("cannot read {}: {error}", .path.display())]
     Read {
         /// The folder or file.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (in the message, so it is not also a `source()`).
+        error: std::io::Error,
     },
     /// A file is not valid YAML.
     #[error("{}: invalid YAML: {message}", .file.display())]
