@@ -4,3 +4,4 @@ pub mod canonical;
 pub mod names;
 pub mod pins;
 pub mod scan;
+pub mod scopes;

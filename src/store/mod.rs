@@ -31,6 +31,8 @@ pub enum Decision {
     Allow,
     /// The call was refused before dispatch.
     Deny,
+    /// The call is held until a human approves it.
+    RequireApproval,
 }
 
 impl Decision {
@@ -39,6 +41,7 @@ impl Decision {
         match self {
             Self::Allow => "ALLOW",
             Self::Deny => "DENY",
+            Self::RequireApproval => "REQUIRE_APPROVAL",
         }
     }
 }
@@ -60,7 +63,7 @@ pub struct AuditRecord {
     pub exposed_name: String,
     /// `read`, `write`, `destructive` ('' when unresolved).
     pub action_class: String,
-    /// ALLOW or DENY.
+    /// ALLOW, DENY or REQUIRE_APPROVAL.
     pub decision: Decision,
     /// Which stage decided or failed.
     pub stage: &'static str,
