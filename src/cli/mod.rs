@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod pin;
+pub mod policy;
 pub mod serve;
 
 /// mcp-warden: one MCP server in front of every registered upstream.
@@ -22,6 +23,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Pin upstream manifests: write registry/<name>.lock.json (or `--diff` against it).
     Pin(pin::PinArgs),
+    /// Check the policy files, or explain the decision on one call.
+    Policy(policy::PolicyArgs),
     /// Run a fixture MCP server (the demo notes server, the conformance fixture).
     #[command(hide = true)]
     Fixture(FixtureArgs),
@@ -42,6 +45,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::main(args),
         Command::Pin(args) => pin::main(args),
+        Command::Policy(args) => policy::main(args),
         Command::Fixture(args) => crate::fixture::main(args),
     }
 }

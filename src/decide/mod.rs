@@ -3,5 +3,6 @@
 pub mod canonical;
 pub mod names;
 pub mod pins;
+pub mod policy;
 pub mod scan;
 pub mod scopes;

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod hub;
+pub mod policies;
 
 use std::sync::Arc;
 use std::time::Duration;

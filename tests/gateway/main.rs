@@ -5,6 +5,7 @@
 mod harness;
 
 mod list_changed;
+mod policy_cli;
 mod round_trip;
 mod shutdown;
 mod unknown_tool;
