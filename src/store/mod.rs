@@ -1,7 +1,24 @@
-//! The audit store. One `mcp_audit` row per `tools/call`, on every exit path. Rows are handed to
+//! The store. One `mcp_audit` row per `tools/call`, on every exit path. Rows are handed to
 //! a bounded queue drained by one writer task, so the hot path never waits on the database
-//! unless the queue is full (backpressure, never loss).
+//! unless the queue is full (backpressure, never loss). Also durable approvals (`approvals`) and
+//! the control state set by the admin surface (`control`).
 
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "used by the admin surface and the pipeline, not yet wired"
+    )
+)]
+mod approvals;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "used by the admin surface and the pipeline, not yet wired"
+    )
+)]
+mod control;
 mod sqlite;
 
 use std::time::Duration;
@@ -11,6 +28,16 @@ use tokio::task::JoinHandle;
 
 use crate::config::StoreUrl;
 
+#[expect(
+    unused_imports,
+    reason = "used by the admin surface and the pipeline, not yet wired"
+)]
+pub use approvals::ApprovalError;
+#[expect(
+    unused_imports,
+    reason = "used by the admin surface and the pipeline, not yet wired"
+)]
+pub use control::{ControlState, DisabledUpstream, Emergency, Revocation};
 pub use sqlite::SqliteStore;
 
 /// Why the store failed.
@@ -22,6 +49,9 @@ pub enum StoreError {
     /// The writer task is gone.
     #[error("audit store: the writer has stopped")]
     Closed,
+    /// A stored value cannot be read back.
+    #[error("audit store: invalid stored value: {0}")]
+    Invalid(String),
 }
 
 /// Pre-dispatch decision recorded in the audit row.
@@ -189,4 +219,14 @@ pub async fn open(
         }
     });
     Ok((AuditSink { tx }, AuditWriter { handle }, store))
+}
+
+/// A migrated store in a fresh temporary folder (kept while the folder lives).
+#[cfg(test)]
+pub async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("warden.db"))
+        .await
+        .unwrap();
+    (dir, store)
 }
