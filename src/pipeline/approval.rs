@@ -10,6 +10,7 @@ use rmcp::service::{RequestContext, RoleServer};
 
 use crate::decide::approval::{Binding, Status};
 use crate::error::GatewayError;
+use crate::store::ApprovalError;
 use crate::gateway::Gateway;
 use crate::pipeline::policy::{NeedsApproval, Permit};
 
@@ -39,32 +40,28 @@ pub async fn obtain(
     if let Some(id) = named {
         // Named explicitly: checked strictly, never replaced by a new request.
         *approval_id = Some(id.clone());
-        return match store.consume_approval(&id, &binding, now).await {
-            Ok(Ok(a)) => Ok(held.approved(a.id)),
-            Ok(Err(refusal)) => Err(GatewayError::ApprovalRefused {
-                id,
-                code: refusal.code(),
-                detail: refusal.to_string(),
-            }),
-            Err(e) => Err(GatewayError::Store(e.to_string())),
-        };
+        return consume(gw, held, &binding, id, now).await;
     }
-    let existing = store
-        .find_approval(&binding, now)
+    let usable = store
+        .find_usable(&binding, now)
         .await
         .map_err(|e| GatewayError::Store(e.to_string()))?;
-    let id = match existing {
-        Some(a) if a.status == Status::Approved => {
-            *approval_id = Some(a.id.clone());
-            match store.consume_approval(&a.id, &binding, now).await {
-                Ok(Ok(a)) => return Ok(held.approved(a.id)),
-                // Another identical call used it first: this one needs its own.
-                Ok(Err(_)) => create(gw, &binding, &held.why, now).await?,
-                Err(e) => return Err(GatewayError::Store(e.to_string())),
-            }
+    if let Some(a) = usable {
+        *approval_id = Some(a.id.clone());
+        match store.consume_approval(&a.id, &binding, now).await {
+            Ok(_) => return Ok(held.approved()),
+            // Another identical call used it first: this one needs its own.
+            Err(ApprovalError::Refused(_)) => {}
+            Err(ApprovalError::Store(e)) => return Err(GatewayError::Store(e.to_string())),
         }
+    }
+    let waiting = store
+        .find_pending(&binding, now)
+        .await
+        .map_err(|e| GatewayError::Store(e.to_string()))?;
+    let id = match waiting {
         Some(a) => a.id,
-        None => create(gw, &binding, &held.why, now).await?,
+        None => create(gw, binding.clone(), &held.why, now).await?,
     };
     *approval_id = Some(id.clone());
     let wait = gw.config.approvals.wait;
@@ -74,18 +71,38 @@ pub async fn obtain(
     wait_for(gw, held, binding, id, wait, ctx).await
 }
 
+/// Spend approval `id` for this exact call, or say precisely why not.
+async fn consume(
+    gw: &Gateway,
+    held: NeedsApproval,
+    binding: &Binding,
+    id: String,
+    now: time::OffsetDateTime,
+) -> Result<Permit, GatewayError> {
+    match gw.store.consume_approval(&id, binding, now).await {
+        Ok(_) => Ok(held.approved()),
+        Err(ApprovalError::Refused(refusal)) => Err(GatewayError::ApprovalRefused {
+            id,
+            code: refusal.code(),
+            detail: refusal.to_string(),
+        }),
+        Err(ApprovalError::Store(e)) => Err(GatewayError::Store(e.to_string())),
+    }
+}
+
 async fn create(
     gw: &Gateway,
-    binding: &Binding,
+    binding: Binding,
     why: &str,
     now: time::OffsetDateTime,
 ) -> Result<String, GatewayError> {
+    let (principal, tool) = (binding.principal.clone(), binding.tool.clone());
     let a = gw
         .store
-        .create_approval(binding, why, now, gw.config.approvals.ttl)
+        .create_approval(binding, now, gw.config.approvals.ttl)
         .await
         .map_err(|e| GatewayError::Store(e.to_string()))?;
-    tracing::info!(approval = %a.id, principal = %binding.principal, tool = %binding.tool, "approval requested: {why}");
+    tracing::info!(approval = %a.id, %principal, %tool, "approval requested: {why}");
     Ok(a.id)
 }
 
@@ -123,27 +140,21 @@ async fn wait_for(
         let now = time::OffsetDateTime::now_utc();
         let current = gw
             .store
-            .get_approval(&id)
+            .approval(&id)
             .await
             .map_err(|e| GatewayError::Store(e.to_string()))?;
         match current.map(|a| a.status) {
-            Some(Status::Approved) => {
-                return match gw.store.consume_approval(&id, &binding, now).await {
-                    Ok(Ok(a)) => Ok(held.approved(a.id)),
-                    Ok(Err(refusal)) => Err(GatewayError::ApprovalRefused {
-                        id,
-                        code: refusal.code(),
-                        detail: refusal.to_string(),
-                    }),
-                    Err(e) => Err(GatewayError::Store(e.to_string())),
-                };
-            }
+            Some(Status::Approved) => return consume(gw, held, &binding, id, now).await,
             Some(Status::Pending) if tokio::time::Instant::now() < deadline => {}
             Some(Status::Pending) => return Err(pending(id, &held.why)),
             Some(other) => {
                 return Err(GatewayError::ApprovalRefused {
                     detail: format!("approval {id} is {}", other.as_str()),
-                    code: other.refusal_code(),
+                    code: match other {
+                        Status::Denied => "approval_denied",
+                        Status::Used => "approval_used",
+                        Status::Expired | Status::Pending | Status::Approved => "approval_expired",
+                    },
                     id,
                 });
             }

@@ -20,7 +20,6 @@ pub struct Permit {
     max_runtime: Option<Duration>,
     max_retries: u32,
     class: ActionClass,
-    approval_id: Option<String>,
 }
 
 impl Permit {
@@ -37,11 +36,6 @@ impl Permit {
             ActionClass::Write | ActionClass::Destructive => 0,
         }
     }
-
-    /// The approval that authorised it, if one did.
-    pub fn approval_id(&self) -> Option<&str> {
-        self.approval_id.as_deref()
-    }
 }
 
 /// A call the policy (or emergency mode) holds for a human's approval.
@@ -53,9 +47,9 @@ pub struct NeedsApproval {
 }
 
 impl NeedsApproval {
-    /// The permit, once approval `id` was consumed for exactly this call.
-    pub fn approved(mut self, id: String) -> Permit {
-        self.permit.approval_id = Some(id);
+    /// The permit, once an approval was consumed for exactly this call (the approval stage
+    /// records its id in the audit row).
+    pub fn approved(self) -> Permit {
         self.permit
     }
 }
@@ -153,7 +147,6 @@ fn permit(c: &Constraints, class: ActionClass) -> Permit {
         max_runtime: c.max_runtime,
         max_retries: c.max_retries.unwrap_or(0),
         class,
-        approval_id: None,
     }
 }
 
