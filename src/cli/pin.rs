@@ -103,6 +103,158 @@ async fn read_live(
         .with_context(|| format!("no answer within {:?}", config.upstream.connect_timeout))?
 }
 
+/// The era an upstream's lock records, to reach it in that era without probing.
+fn era_of_lock(lock: Option<&Lock>) -> Option<rmcp::model::ProtocolVersion> {
+    lock.and_then(|l| l.fingerprint.protocol_version.as_deref())
+        .and_then(crate::upstream::client::era_of)
+}
+
+/// What pinning one upstream did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pinned {
+    /// The lock already pinned exactly the live manifest; nothing was written.
+    Unchanged {
+        /// Pinned tools.
+        tools: usize,
+        /// The manifest hash.
+        manifest: String,
+    },
+    /// A new lock was written.
+    Written {
+        /// Pinned tools, prompts and resource templates.
+        tools: usize,
+        /// Pinned prompts.
+        prompts: usize,
+        /// Pinned resource templates.
+        templates: usize,
+        /// The manifest hash.
+        manifest: String,
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The poisoning scan reported findings that were not accepted: nothing was written.
+    Refused,
+}
+
+impl Pinned {
+    /// One line saying what happened.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Unchanged { tools, manifest } => {
+                format!("unchanged ({tools} tools, manifest {})", short(manifest))
+            }
+            Self::Written {
+                tools,
+                prompts,
+                templates,
+                manifest,
+                path,
+            } => format!(
+                "pinned {tools} tools, {prompts} prompts, {templates} templates (manifest {}) -> {}",
+                short(manifest),
+                path.display()
+            ),
+            Self::Refused => "not pinned: the poisoning scan reports findings".to_owned(),
+        }
+    }
+}
+
+/// The result of [`pin_one`].
+#[derive(Debug, Clone)]
+pub struct PinReport {
+    /// What was done.
+    pub outcome: Pinned,
+    /// The poisoning scan's findings, one readable line each.
+    pub findings: Vec<String>,
+    /// Why the lock that was there could not be read (it was replaced).
+    pub replaced_invalid: Option<String>,
+}
+
+/// Pin one (enabled) upstream: read its live manifest and write its lock, unless the lock
+/// already pins exactly that or the poisoning scan reports findings that are not accepted.
+/// Used by `mcp-warden pin` and by the admin action `drift_accept`; a serving gateway picks
+/// the new lock up on its next recheck.
+pub async fn pin_one(
+    spec: &UpstreamSpec,
+    config: &Config,
+    by: &str,
+    ticket: Option<String>,
+    accept_findings: bool,
+) -> anyhow::Result<PinReport> {
+    // Registry-only: nothing disabled is ever connected, not even to pin it.
+    if !spec.enabled {
+        anyhow::bail!(
+            "upstream {:?} is disabled in {}",
+            spec.name,
+            spec.source.display()
+        );
+    }
+    let (existing, replaced_invalid) = match pinning::read_lock(spec) {
+        Ok(l) => (l, None),
+        Err(error) => (None, Some(error.to_string())),
+    };
+    let live = read_live(spec, config, era_of_lock(existing.as_ref()))
+        .await
+        .context("cannot read the live manifest")?;
+    let findings: Vec<String> = live
+        .items
+        .tools
+        .iter()
+        .chain(&live.items.prompts)
+        .chain(&live.items.templates)
+        .flat_map(|i| {
+            i.findings.iter().map(move |f| {
+                format!(
+                    "  {}: {} at {}: {}",
+                    i.name,
+                    f.kind.as_str(),
+                    f.location,
+                    f.excerpt
+                )
+            })
+        })
+        .collect();
+    let report = |outcome| PinReport {
+        outcome,
+        findings: findings.clone(),
+        replaced_invalid: replaced_invalid.clone(),
+    };
+    if !findings.is_empty() && !accept_findings {
+        return Ok(report(Pinned::Refused));
+    }
+    let record = PinRecord {
+        at: time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        by: by.to_owned(),
+        ticket,
+    };
+    let lock = Lock::new(
+        &spec.name,
+        live.fingerprint,
+        live.items.tools,
+        live.items.prompts,
+        live.items.templates,
+        record,
+    );
+    if existing.as_ref().is_some_and(|e| e.same_content(&lock)) {
+        return Ok(report(Pinned::Unchanged {
+            tools: lock.tools.len(),
+            manifest: lock.manifest_sha256,
+        }));
+    }
+    let path = pinning::write_lock(spec, &lock)?;
+    Ok(report(Pinned::Written {
+        tools: lock.tools.len(),
+        prompts: lock.prompts.len(),
+        templates: lock.resource_templates.len(),
+        manifest: lock.manifest_sha256,
+        path,
+    }))
+}
+
 async fn run(args: PinArgs) -> anyhow::Result<bool> {
     let config = Config::load(args.config.as_deref())?;
     let specs = registry::load(&config.registry_dir)?;
@@ -136,51 +288,40 @@ async fn run(args: PinArgs) -> anyhow::Result<bool> {
         .unwrap_or_else(|| "unknown".to_owned());
     let mut all_ok = true;
     for spec in selected {
-        // Reach the server in the era it was pinned in (a probe can wait 10 s on old servers).
-        let era = pinning::read_lock(spec)
-            .ok()
-            .flatten()
-            .and_then(|l| l.fingerprint.protocol_version)
-            .and_then(|v| crate::upstream::client::era_of(&v));
-        let live = match read_live(spec, &config, era).await {
-            Ok(l) => l,
+        if args.diff {
+            // Reach the server in the era it was pinned in (a probe can wait 10 s on old servers).
+            let existing = pinning::read_lock(spec)?;
+            let live = match read_live(spec, &config, era_of_lock(existing.as_ref())).await {
+                Ok(l) => l,
+                Err(error) => {
+                    eprintln!("{}: cannot read the live manifest: {error:#}", spec.name);
+                    all_ok = false;
+                    continue;
+                }
+            };
+            all_ok &= print_diff(spec, existing.as_ref(), &live);
+            continue;
+        }
+        let report = match pin_one(
+            spec,
+            &config,
+            &by,
+            args.ticket.clone(),
+            args.accept_findings,
+        )
+        .await
+        {
+            Ok(r) => r,
             Err(error) => {
-                eprintln!("{}: cannot read the live manifest: {error:#}", spec.name);
+                eprintln!("{}: {error:#}", spec.name);
                 all_ok = false;
                 continue;
             }
         };
-        let existing = match pinning::read_lock(spec) {
-            Ok(l) => l,
-            Err(error) if args.diff => return Err(error.into()),
-            Err(error) => {
-                eprintln!("{}: {error}; it will be replaced", spec.name);
-                None
-            }
-        };
-        if args.diff {
-            all_ok &= print_diff(spec, existing.as_ref(), &live);
-            continue;
+        if let Some(problem) = &report.replaced_invalid {
+            eprintln!("{}: {problem}; it will be replaced", spec.name);
         }
-        let findings: Vec<String> = live
-            .items
-            .tools
-            .iter()
-            .chain(&live.items.prompts)
-            .chain(&live.items.templates)
-            .flat_map(|i| {
-                i.findings.iter().map(move |f| {
-                    format!(
-                        "  {}: {} at {}: {}",
-                        i.name,
-                        f.kind.as_str(),
-                        f.location,
-                        f.excerpt
-                    )
-                })
-            })
-            .collect();
-        if !findings.is_empty() {
+        if !report.findings.is_empty() {
             let verb = if args.accept_findings {
                 "accepted (recorded in the lock)"
             } else {
@@ -189,56 +330,22 @@ async fn run(args: PinArgs) -> anyhow::Result<bool> {
             eprintln!(
                 "{}: the poisoning scan reports {} finding(s), {verb}:",
                 spec.name,
-                findings.len()
+                report.findings.len()
             );
-            for f in &findings {
+            for f in &report.findings {
                 eprintln!("{f}");
             }
-            if !args.accept_findings {
+        }
+        match report.outcome {
+            Pinned::Refused => {
                 eprintln!(
                     "{}: review them; pin with --accept-findings only if they are benign",
                     spec.name
                 );
                 all_ok = false;
-                continue;
             }
+            outcome => println!("{}: {}", spec.name, outcome.describe()),
         }
-        let record = PinRecord {
-            at: time::OffsetDateTime::now_utc()
-                .replace_nanosecond(0)
-                .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            by: by.clone(),
-            ticket: args.ticket.clone(),
-        };
-        let lock = Lock::new(
-            &spec.name,
-            live.fingerprint,
-            live.items.tools,
-            live.items.prompts,
-            live.items.templates,
-            record,
-        );
-        if existing.as_ref().is_some_and(|e| e.same_content(&lock)) {
-            println!(
-                "{}: unchanged ({} tools, manifest {})",
-                spec.name,
-                lock.tools.len(),
-                short(&lock.manifest_sha256)
-            );
-            continue;
-        }
-        let path = pinning::write_lock(spec, &lock)?;
-        println!(
-            "{}: pinned {} tools, {} prompts, {} templates (manifest {}) -> {}",
-            spec.name,
-            lock.tools.len(),
-            lock.prompts.len(),
-            lock.resource_templates.len(),
-            short(&lock.manifest_sha256),
-            path.display()
-        );
     }
     Ok(all_ok)
 }

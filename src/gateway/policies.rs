@@ -44,13 +44,6 @@ pub fn read_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
 /// stayed the same for two polls in a row (so a file caught half-written is not acted on),
 /// they are compiled and swapped in (`on_change(Ok(()))`), or the running set is kept and the
 /// reason reported (`on_change(Err(..))`, once per distinct broken state).
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "serve starts it once the policy stage is wired in"
-    )
-)]
 pub async fn watch(
     dir: PathBuf,
     current: Arc<ArcSwap<PolicySet>>,

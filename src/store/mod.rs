@@ -1,7 +1,24 @@
-//! The audit store. One `mcp_audit` row per `tools/call`, on every exit path. Rows are handed to
+//! The store. One `mcp_audit` row per `tools/call`, on every exit path. Rows are handed to
 //! a bounded queue drained by one writer task, so the hot path never waits on the database
-//! unless the queue is full (backpressure, never loss).
+//! unless the queue is full (backpressure, never loss). Also durable approvals (`approvals`) and
+//! the control state set by the admin surface (`control`).
 
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "used by the admin surface and the pipeline, not yet wired"
+    )
+)]
+mod approvals;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "used by the admin surface and the pipeline, not yet wired"
+    )
+)]
+mod control;
 mod sqlite;
 
 use std::time::Duration;
@@ -11,6 +28,12 @@ use tokio::task::JoinHandle;
 
 use crate::config::StoreUrl;
 
+pub use approvals::ApprovalError;
+#[expect(
+    unused_imports,
+    reason = "used by the admin surface and the pipeline, not yet wired"
+)]
+pub use control::{ControlState, DisabledUpstream, Emergency, Revocation};
 pub use sqlite::SqliteStore;
 
 /// Why the store failed.
@@ -22,6 +45,9 @@ pub enum StoreError {
     /// The writer task is gone.
     #[error("audit store: the writer has stopped")]
     Closed,
+    /// A stored value cannot be read back.
+    #[error("audit store: invalid stored value: {0}")]
+    Invalid(String),
 }
 
 /// Pre-dispatch decision recorded in the audit row.
@@ -31,6 +57,8 @@ pub enum Decision {
     Allow,
     /// The call was refused before dispatch.
     Deny,
+    /// The call is held until a human approves it.
+    RequireApproval,
 }
 
 impl Decision {
@@ -39,6 +67,7 @@ impl Decision {
         match self {
             Self::Allow => "ALLOW",
             Self::Deny => "DENY",
+            Self::RequireApproval => "REQUIRE_APPROVAL",
         }
     }
 }
@@ -60,7 +89,7 @@ pub struct AuditRecord {
     pub exposed_name: String,
     /// `read`, `write`, `destructive` ('' when unresolved).
     pub action_class: String,
-    /// ALLOW or DENY.
+    /// ALLOW, DENY or REQUIRE_APPROVAL.
     pub decision: Decision,
     /// Which stage decided or failed.
     pub stage: &'static str,
@@ -186,4 +215,14 @@ pub async fn open(
         }
     });
     Ok((AuditSink { tx }, AuditWriter { handle }, store))
+}
+
+/// A migrated store in a fresh temporary folder (kept while the folder lives).
+#[cfg(test)]
+pub async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("warden.db"))
+        .await
+        .unwrap();
+    (dir, store)
 }

@@ -37,16 +37,71 @@ CREATE INDEX IF NOT EXISTS mcp_audit_class_decision ON mcp_audit (action_class, 
     detail TEXT NOT NULL,
     ticket TEXT
 );
-CREATE INDEX IF NOT EXISTS gate_events_time ON gate_events (gate, event_time);"];
+CREATE INDEX IF NOT EXISTS gate_events_time ON gate_events (gate, event_time);",
+"CREATE TABLE IF NOT EXISTS approvals (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    server TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    args_digest TEXT NOT NULL,
+    manifest_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    decided_by TEXT,
+    decided_at TEXT,
+    reason TEXT,
+    used_at TEXT
+);
+CREATE INDEX IF NOT EXISTS approvals_binding ON approvals (principal, tool, args_digest, status);
+CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, created_at);",
+"CREATE TABLE IF NOT EXISTS control_state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS disabled_upstreams (
+    name TEXT PRIMARY KEY,
+    disabled_by TEXT NOT NULL,
+    disabled_at TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    audience TEXT PRIMARY KEY,
+    revoked_before TEXT NOT NULL,
+    revoked_by TEXT NOT NULL
+);"];
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
 );
 
+/// A time as stored: UTC, fixed width, so text order is time order.
+pub(super) fn fmt_time(t: time::OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(TIME_FORMAT)
+        .unwrap_or_default()
+}
+
+/// `t` at the stored precision (microseconds), so what is returned equals what is read back.
+pub(super) fn micros(t: time::OffsetDateTime) -> time::OffsetDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+        .unwrap_or(t)
+}
+
+/// The inverse of [`fmt_time`].
+pub(super) fn parse_time(s: &str) -> Result<time::OffsetDateTime, StoreError> {
+    time::PrimitiveDateTime::parse(s, TIME_FORMAT)
+        .map(time::PrimitiveDateTime::assume_utc)
+        .map_err(|e| StoreError::Invalid(format!("time {s:?}: {e}")))
+}
+
 /// A SQLite-backed store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -67,7 +122,8 @@ impl SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: a CLI and a gateway opening the same file at once must not both migrate.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS warden_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
             .execute(&mut *tx)
             .await?;
@@ -109,7 +165,7 @@ impl SqliteStore {
              action_class, decision, stage, reason, outcome, approval_id, chain_id, args_digest, latency_us) ",
         );
         qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.event_time.format(TIME_FORMAT).unwrap_or_default())
+            b.push_bind(fmt_time(r.event_time))
                 .push_bind(&r.request_id)
                 .push_bind(&r.actor_id)
                 .push_bind(&r.server_name)
@@ -132,7 +188,7 @@ impl SqliteStore {
     /// Record one gate event.
     pub async fn record_event(&self, e: &GateEvent) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO gate_events (event_time, gate, upstream, detail, ticket) VALUES (?, ?, ?, ?, ?)")
-            .bind(e.event_time.format(TIME_FORMAT).unwrap_or_default())
+            .bind(fmt_time(e.event_time))
             .bind(e.gate)
             .bind(&e.upstream)
             .bind(&e.detail)
