@@ -28,10 +28,6 @@ use tokio::task::JoinHandle;
 
 use crate::config::StoreUrl;
 
-#[expect(
-    unused_imports,
-    reason = "used by the admin surface and the pipeline, not yet wired"
-)]
 pub use approvals::ApprovalError;
 #[expect(
     unused_imports,
