@@ -3,10 +3,6 @@
 
 use clap::Parser;
 
-#[expect(
-    dead_code,
-    reason = "the CLI and the HTTP listener use it once principals land"
-)]
 mod admin;
 mod cli;
 mod config;

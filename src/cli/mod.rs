@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod admin;
+pub mod approvals;
+pub mod contain;
 pub mod pin;
 pub mod serve;
 
@@ -22,6 +25,13 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Pin upstream manifests: write registry/<name>.lock.json (or `--diff` against it).
     Pin(pin::PinArgs),
+    /// List, approve and deny write approvals (as `cli_principal`, or `--as ID`).
+    Approvals(approvals::ApprovalsArgs),
+    /// Contain an incident: disable an upstream, revoke its credentials, force approval on
+    /// every write.
+    Contain(contain::ContainArgs),
+    /// Serve the admin MCP tools on stdio (`--stdio`), as `cli_principal` (or `--as ID`).
+    Admin(admin::AdminArgs),
     /// Run a fixture MCP server (the demo notes server, the conformance fixture).
     #[command(hide = true)]
     Fixture(FixtureArgs),
@@ -42,6 +52,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::main(args),
         Command::Pin(args) => pin::main(args),
+        Command::Approvals(args) => approvals::main(args),
+        Command::Contain(args) => contain::main(args),
+        Command::Admin(args) => admin::main(args),
         Command::Fixture(args) => crate::fixture::main(args),
     }
 }
