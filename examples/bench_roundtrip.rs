@@ -339,8 +339,9 @@ impl Bench {
         cmd
     }
 
-    /// Write warden.toml and registry/notes.toml for `upstream` (its `command` or `url` line),
-    /// then pin it as an operator would: the gateway exposes only pinned upstreams.
+    /// Write warden.toml, registry/notes.toml for `upstream` (its `command` or `url` line) and a
+    /// permissive policies/allow-all.yaml, then pin it as an operator would: the gateway exposes
+    /// only pinned upstreams.
     async fn write_gateway_config(&self, dir: &Path, upstream: &str) -> anyhow::Result<PathBuf> {
         let config = dir.join("warden.toml");
         let store = dir.join("warden.db");
@@ -357,6 +358,13 @@ impl Bench {
         );
         std::fs::write(dir.join("registry").join("notes.toml"), entry)
             .context("writing registry/notes.toml")?;
+        // The gateway reads policies/ beside warden.toml and denies what no rule allows.
+        std::fs::create_dir_all(dir.join("policies")).context("creating policies/")?;
+        std::fs::write(
+            dir.join("policies").join("allow-all.yaml"),
+            "version: v1\nrules:\n  - id: allow-all\n    match: { labels: { mcp.server: \"*\" } }\n    decision: ALLOW\n",
+        )
+        .context("writing policies/allow-all.yaml")?;
         let config_arg = config.display().to_string();
         let out = self
             .command(&["pin", "--by", "bench", "--config", &config_arg], dir)

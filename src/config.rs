@@ -9,6 +9,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +49,44 @@ struct RawConfig {
     store: String,
     listen: String,
     stdio_principal: String,
+    cli_principal: String,
+    principals: Vec<RawPrincipal>,
     upstream: RawUpstreamConfig,
     pins: RawPinsConfig,
+    approvals: RawApprovals,
+    policy: RawPolicy,
+    control: RawControl,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrincipal {
+    id: String,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    api_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApprovals {
+    ttl_sec: f64,
+    wait_sec: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    reload_sec: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    poll_sec: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +123,8 @@ impl Default for RawConfig {
             store: "sqlite://warden.db".to_owned(),
             listen: "127.0.0.1:8080".to_owned(),
             stdio_principal: "local".to_owned(),
+            cli_principal: "operator".to_owned(),
+            principals: Vec::new(),
             upstream: RawUpstreamConfig {
                 call_timeout_sec: 60.0,
                 connect_timeout_sec: 15.0,
@@ -98,6 +137,12 @@ impl Default for RawConfig {
                 deploy_windows: Vec::new(),
                 change_tickets: Vec::new(),
             },
+            approvals: RawApprovals {
+                ttl_sec: 3600.0,
+                wait_sec: 0.0,
+            },
+            policy: RawPolicy { reload_sec: 1.0 },
+            control: RawControl { poll_sec: 1.0 },
         }
     }
 }
@@ -114,14 +159,60 @@ pub struct Config {
     pub store: StoreUrl,
     /// The default HTTP listen address.
     pub listen: SocketAddr,
-    /// The principal id of a stdio agent.
+    /// The principal id of a stdio agent (and of an anonymous agent on a loopback listener).
     pub stdio_principal: String,
+    /// The principal id the CLI and `mcp-warden admin --stdio` act as.
+    pub cli_principal: String,
+    /// Every known principal (the defaults `local` and `operator` when none are configured).
+    pub principals: Vec<PrincipalConfig>,
+    /// Write approvals.
+    pub approvals: ApprovalsConfig,
+    /// How often `policies_dir` is checked for changes.
+    pub policy_reload: Duration,
+    /// How often the shared control state (emergency mode, disabled upstreams, revocations)
+    /// is read from the store.
+    pub control_poll: Duration,
     /// Upstream supervision and dispatch settings.
     pub upstream: UpstreamConfig,
     /// Manifest pinning.
     pub pins: PinsConfig,
     /// The config file it was read from, if any (for messages).
     pub source: Option<PathBuf>,
+}
+
+/// A principal as configured.
+#[derive(Clone)]
+pub struct PrincipalConfig {
+    /// Stable id, written to the audit store.
+    pub id: String,
+    /// Labels such as `read_only`, `approver`, `admin`.
+    pub labels: Vec<String>,
+    /// What it may do, per upstream and action class.
+    pub scopes: crate::decide::scopes::Scopes,
+    /// sha256 of its HTTP API key (read from `api_key_env` at start), if it has one.
+    pub api_key_sha256: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for PrincipalConfig {
+    // The key's digest is not printed: it would let a reader test guesses offline.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalConfig")
+            .field("id", &self.id)
+            .field("labels", &self.labels)
+            .field("scopes", &self.scopes.render())
+            .field("api_key", &self.api_key_sha256.map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Write approval settings.
+#[derive(Debug, Clone)]
+pub struct ApprovalsConfig {
+    /// How long an approval lives from its creation, pending or approved.
+    pub ttl: Duration,
+    /// How long a call that needs approval waits for the decision (sending progress) before
+    /// answering "pending"; zero answers at once.
+    pub wait: Duration,
 }
 
 /// Manifest pinning settings.
@@ -247,13 +338,12 @@ impl Config {
                 problem: "expected 0 < restart_backoff_ms <= restart_backoff_max_ms".to_owned(),
             });
         }
-        if raw.stdio_principal.trim().is_empty() {
-            return Err(ConfigError::Value {
-                file: None,
-                key: "stdio_principal",
-                problem: "must not be empty".to_owned(),
-            });
-        }
+        let principals = resolve_principals(&raw)?;
+        let wait = if raw.approvals.wait_sec == 0.0 {
+            Duration::ZERO
+        } else {
+            secs("approvals.wait_sec", raw.approvals.wait_sec)?
+        };
         let mut deploy_windows = Vec::new();
         for w in &raw.pins.deploy_windows {
             deploy_windows.push(crate::decide::pins::Window::parse(w).map_err(|problem| {
@@ -296,6 +386,14 @@ impl Config {
             store,
             listen,
             stdio_principal: raw.stdio_principal,
+            cli_principal: raw.cli_principal,
+            principals,
+            approvals: ApprovalsConfig {
+                ttl: secs("approvals.ttl_sec", raw.approvals.ttl_sec)?,
+                wait,
+            },
+            policy_reload: secs("policy.reload_sec", raw.policy.reload_sec)?,
+            control_poll: secs("control.poll_sec", raw.control.poll_sec)?,
             upstream: UpstreamConfig {
                 call_timeout: secs("upstream.call_timeout_sec", raw.upstream.call_timeout_sec)?,
                 connect_timeout: secs(
@@ -308,6 +406,106 @@ impl Config {
             },
         })
     }
+}
+
+/// The configured principals, or the defaults; every id unique, the stdio and CLI principals
+/// present, every API key read from its environment variable.
+fn resolve_principals(raw: &RawConfig) -> Result<Vec<PrincipalConfig>, ConfigError> {
+    let bad = |key: &'static str, problem: String| ConfigError::Value {
+        file: None,
+        key,
+        problem,
+    };
+    for (key, id) in [
+        ("stdio_principal", &raw.stdio_principal),
+        ("cli_principal", &raw.cli_principal),
+    ] {
+        if id.trim().is_empty() {
+            return Err(bad(key, "must not be empty".to_owned()));
+        }
+    }
+    let configured = if raw.principals.is_empty() {
+        // Out of the box: the local operator's agent may reach every upstream (the policy
+        // decides what it may do), and the CLI acts as a separate approver and admin.
+        vec![
+            RawPrincipal {
+                id: raw.stdio_principal.clone(),
+                labels: Vec::new(),
+                scopes: vec!["*:*".to_owned()],
+                api_key_env: None,
+            },
+            RawPrincipal {
+                id: raw.cli_principal.clone(),
+                labels: vec!["approver".to_owned(), "admin".to_owned()],
+                scopes: Vec::new(),
+                api_key_env: None,
+            },
+        ]
+    } else {
+        raw.principals.clone()
+    };
+    let mut out: Vec<PrincipalConfig> = Vec::with_capacity(configured.len());
+    for p in configured {
+        if p.id.trim().is_empty() {
+            return Err(bad("principals.id", "must not be empty".to_owned()));
+        }
+        if out.iter().any(|o| o.id == p.id) {
+            return Err(bad("principals.id", format!("{:?} is listed twice", p.id)));
+        }
+        let scopes = crate::decide::scopes::Scopes::parse(&p.scopes)
+            .map_err(|e| bad("principals.scopes", format!("principal {:?}: {e}", p.id)))?;
+        let api_key_sha256 = match &p.api_key_env {
+            None => None,
+            Some(var) => {
+                let key = std::env::var(var).map_err(|_| {
+                    bad(
+                        "principals.api_key_env",
+                        format!(
+                            "principal {:?}: environment variable {var} is not set (or not UTF-8)",
+                            p.id
+                        ),
+                    )
+                })?;
+                if key.len() < 16 {
+                    return Err(bad(
+                        "principals.api_key_env",
+                        format!(
+                            "principal {:?}: the key in {var} is shorter than 16 characters",
+                            p.id
+                        ),
+                    ));
+                }
+                Some(sha2::Sha256::digest(key.as_bytes()).into())
+            }
+        };
+        if let Some(other) = out
+            .iter()
+            .find(|o| api_key_sha256.is_some() && o.api_key_sha256 == api_key_sha256)
+        {
+            return Err(bad(
+                "principals.api_key_env",
+                format!("principals {:?} and {:?} share one API key", other.id, p.id),
+            ));
+        }
+        out.push(PrincipalConfig {
+            id: p.id,
+            labels: p.labels,
+            scopes,
+            api_key_sha256,
+        });
+    }
+    for (key, id) in [
+        ("stdio_principal", &raw.stdio_principal),
+        ("cli_principal", &raw.cli_principal),
+    ] {
+        if !out.iter().any(|p| &p.id == id) {
+            return Err(bad(
+                key,
+                format!("{id:?} is not one of the configured [[principals]]"),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -25,6 +25,39 @@ pub enum GatewayError {
         "tool `{tool}` is withheld: {detail} (manifest_drift); an operator must review the change and re-pin it"
     )]
     ManifestDrift { tool: String, detail: String },
+    /// The upstream is disabled (registry entry or containment).
+    #[error("upstream `{name}` is disabled by an administrator")]
+    Disabled { name: String },
+    /// A policy rule (or no rule) denied the call.
+    #[error("call to `{tool}` denied by policy (rule `{rule}`): {reasons}")]
+    PolicyDenied {
+        tool: String,
+        rule: String,
+        reasons: String,
+        /// The principal can never call this tool: answer as for an unknown one.
+        hidden: bool,
+    },
+    /// The principal's scopes do not cover this action class on this upstream (or a write by a
+    /// `read_only` principal).
+    #[error("call to `{tool}` denied: no scope for `{class}` calls on upstream `{server}`")]
+    ScopeMismatch {
+        tool: String,
+        server: String,
+        class: &'static str,
+    },
+    /// The call needs a human's approval, requested as `id`.
+    #[error("approval {id} is pending: {why}")]
+    ApprovalPending { id: String, why: String },
+    /// The approval does not authorise this call (used, expired, denied, other arguments …).
+    #[error("approval {id} refused ({code}): {detail}")]
+    ApprovalRefused {
+        id: String,
+        code: &'static str,
+        detail: String,
+    },
+    /// The store could not be read or written where a decision needs it (fail closed).
+    #[error("the gateway's store is unavailable: {0}")]
+    Store(String),
     /// The upstream is not connected.
     #[error("upstream `{name}` is unavailable: {reason}")]
     Unavailable { name: String, reason: String },
@@ -52,7 +85,14 @@ impl GatewayError {
             Self::UnknownTool(_) | Self::UnknownPrompt(_) | Self::UnknownResource(_) => {
                 Decision::Deny
             }
-            Self::ManifestDrift { .. } | Self::Unavailable { .. } => Decision::Deny,
+            Self::ManifestDrift { .. }
+            | Self::Unavailable { .. }
+            | Self::Disabled { .. }
+            | Self::PolicyDenied { .. }
+            | Self::ScopeMismatch { .. }
+            | Self::ApprovalRefused { .. }
+            | Self::Store(_) => Decision::Deny,
+            Self::ApprovalPending { .. } => Decision::RequireApproval,
             Self::Timeout { .. }
             | Self::Cancelled
             | Self::Refused { .. }
@@ -66,6 +106,12 @@ impl GatewayError {
         match self {
             Self::UnknownTool(_) | Self::UnknownPrompt(_) | Self::UnknownResource(_) => "resolve",
             Self::ManifestDrift { .. } => "pin",
+            Self::Disabled { .. } => "registry",
+            Self::PolicyDenied { .. } => "policy",
+            Self::ScopeMismatch { .. } => "scope",
+            Self::ApprovalPending { .. } | Self::ApprovalRefused { .. } | Self::Store(_) => {
+                "approval"
+            }
             Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Cancelled
@@ -82,6 +128,12 @@ impl GatewayError {
             Self::UnknownPrompt(_) => "unknown_prompt",
             Self::UnknownResource(_) => "unknown_resource",
             Self::ManifestDrift { .. } => "manifest_drift",
+            Self::Disabled { .. } => "upstream_disabled",
+            Self::PolicyDenied { .. } => "policy_deny",
+            Self::ScopeMismatch { .. } => "scope_mismatch",
+            Self::ApprovalPending { .. } => "approval_pending",
+            Self::ApprovalRefused { code, .. } => code,
+            Self::Store(_) => "store_unavailable",
             Self::Unavailable { .. } => "upstream_unavailable",
             Self::Timeout { .. } => "timeout",
             Self::Cancelled => "cancelled",
@@ -104,7 +156,33 @@ impl GatewayError {
             }
             Self::Refused { error, .. } => Err(error),
             Self::Cancelled => Err(McpError::internal_error("request cancelled", None)),
+            // Same answer as for a name that does not exist: its existence is not revealed.
+            Self::PolicyDenied {
+                tool, hidden: true, ..
+            } => Err(McpError::invalid_params(
+                format!("unknown tool: {tool}"),
+                None,
+            )),
+            // The model reads this: what happened and what a human must do.
+            Self::ApprovalPending { id, why } => Ok(CallToolResult::error(vec![ContentBlock::text(
+                format!(
+                    "mcp-warden: this call needs a human's approval ({why}). Approval {id} is pending. \
+                     Ask an approver to approve it (admin tool `approve` with id {id}, or \
+                     `mcp-warden approvals approve {id}`), then make exactly the same call again \
+                     (optionally naming the approval in _meta[\"mcp-warden/approval\"] = \"{id}\"). \
+                     The approval covers this principal, tool and these arguments only, once."
+                ),
+            )])),
+            Self::PolicyDenied { tool, rule, .. } => Ok(CallToolResult::error(vec![
+                ContentBlock::text(format!(
+                    "mcp-warden: call to `{tool}` denied by policy (rule `{rule}`)"
+                )),
+            ])),
             e @ (Self::ManifestDrift { .. }
+            | Self::Disabled { .. }
+            | Self::ScopeMismatch { .. }
+            | Self::ApprovalRefused { .. }
+            | Self::Store(_)
             | Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Transport { .. }
@@ -125,6 +203,12 @@ impl GatewayError {
             }
             Self::Refused { error, .. } => error,
             e @ (Self::ManifestDrift { .. }
+            | Self::Disabled { .. }
+            | Self::PolicyDenied { .. }
+            | Self::ScopeMismatch { .. }
+            | Self::ApprovalPending { .. }
+            | Self::ApprovalRefused { .. }
+            | Self::Store(_)
             | Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Cancelled

@@ -647,3 +647,6 @@ impl Admin {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -268,3 +268,6 @@ async fn decide(
         .await,
     )
 }
+
+#[cfg(test)]
+mod tests;

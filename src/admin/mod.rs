@@ -4,11 +4,13 @@
 //! authenticated, label-checked (`approver` for approvals, `admin` for the rest) and audited.
 
 pub mod actions;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "mounted under /admin by downstream::http")
+)]
 pub mod http;
 pub mod mcp;
+#[cfg(test)]
+pub mod testing;
 
-#[expect(
-    unused_imports,
-    reason = "the faces of the admin surface, not yet wired"
-)]
 pub use actions::{Admin, AdminError, Done};

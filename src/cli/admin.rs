@@ -40,7 +40,10 @@ pub struct AdminArgs {
 /// The admin actions on the configured store, and who acts.
 pub async fn open(opts: &AdminOpts) -> anyhow::Result<(Arc<Admin>, Authenticated)> {
     let config = Config::load(opts.config.as_deref())?;
-    let id = opts.as_principal.as_deref().unwrap_or(&config.cli_principal);
+    let id = opts
+        .as_principal
+        .as_deref()
+        .unwrap_or(&config.cli_principal);
     let who = Principals::from_config(&config)
         .get(id)
         .with_context(|| format!("acting as {id:?}: no such principal in the configuration"))?;
@@ -90,7 +93,10 @@ pub fn main(args: AdminArgs) -> ExitCode {
             .serve(rmcp::transport::stdio())
             .await
             .context("the client's handshake on stdio failed")?;
-        let reason = running.waiting().await.context("the admin session failed")?;
+        let reason = running
+            .waiting()
+            .await
+            .context("the admin session failed")?;
         tracing::debug!(?reason, "admin session ended");
         store.close().await;
         Ok(ExitCode::SUCCESS)

@@ -93,11 +93,9 @@ pub fn main(args: ApprovalsArgs) -> ExitCode {
                 admin.approve(&who, &id, reason).await,
                 false,
             ),
-            ApprovalsCommand::Deny { id, reason } => report(
-                "approvals deny",
-                admin.deny(&who, &id, reason).await,
-                false,
-            ),
+            ApprovalsCommand::Deny { id, reason } => {
+                report("approvals deny", admin.deny(&who, &id, reason).await, false)
+            }
         };
         admin.store().close().await;
         Ok(code)

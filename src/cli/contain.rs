@@ -28,9 +28,14 @@ pub fn main(args: ContainArgs) -> ExitCode {
             let (what, outcome) = match step {
                 1 => (
                     "disable the upstream",
-                    admin.registry_disable(&who, server, args.reason.clone()).await,
+                    admin
+                        .registry_disable(&who, server, args.reason.clone())
+                        .await,
                 ),
-                2 => ("revoke its credentials", admin.tokens_revoke(&who, server).await),
+                2 => (
+                    "revoke its credentials",
+                    admin.tokens_revoke(&who, server).await,
+                ),
                 _ => (
                     "force approval on every write",
                     admin.emergency_write_approval(&who, true).await,

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod approvals;
 pub mod contain;
 pub mod pin;
+pub mod policy;
 pub mod serve;
 
 /// mcp-warden: one MCP server in front of every registered upstream.
@@ -25,6 +26,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Pin upstream manifests: write registry/<name>.lock.json (or `--diff` against it).
     Pin(pin::PinArgs),
+    /// Check the policy files, or explain the decision on one call.
+    Policy(policy::PolicyArgs),
     /// List, approve and deny write approvals (as `cli_principal`, or `--as ID`).
     Approvals(approvals::ApprovalsArgs),
     /// Contain an incident: disable an upstream, revoke its credentials, force approval on
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::main(args),
         Command::Pin(args) => pin::main(args),
+        Command::Policy(args) => policy::main(args),
         Command::Approvals(args) => approvals::main(args),
         Command::Contain(args) => contain::main(args),
         Command::Admin(args) => admin::main(args),

@@ -73,3 +73,63 @@ fn bad_config_names_the_key() {
         assert!(err.contains(needle), "{toml:?}: {err}");
     }
 }
+
+#[test]
+fn default_principals_are_the_local_agent_and_the_operator() {
+    let c = load_in_jail("", &[]).unwrap();
+    let ids: Vec<_> = c.principals.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["local", "operator"]);
+    assert!(c.principals[0].scopes.covers("notes", "write"));
+    assert!(c.principals[0].labels.is_empty());
+    assert_eq!(c.principals[1].labels, ["approver", "admin"]);
+    assert!(!c.principals[1].scopes.covers("notes", "read"));
+    assert_eq!(c.approvals.ttl, Duration::from_secs(3600));
+    assert_eq!(c.approvals.wait, Duration::ZERO);
+}
+
+const PRINCIPALS: &str = r#"
+[[principals]]
+id = "local"
+scopes = ["*:*"]
+[[principals]]
+id = "operator"
+labels = ["approver"]
+[[principals]]
+id = "alice"
+labels = ["read_only"]
+scopes = ["notes:read"]
+api_key_env = "ALICE_KEY"
+"#;
+
+#[test]
+fn configured_principals_read_their_keys_from_the_environment() {
+    let c = load_in_jail(PRINCIPALS, &[("ALICE_KEY", "alice-key-0123456789")]).unwrap();
+    let alice = c.principals.iter().find(|p| p.id == "alice").unwrap();
+    assert!(alice.api_key_sha256.is_some());
+    assert!(alice.scopes.covers("notes", "read"));
+    // The key never appears in Debug output, not even as a digest.
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("alice-key-0123456789") && debug.contains("<set>"));
+}
+
+#[test]
+fn bad_principals_stop_the_start_with_the_key() {
+    for (toml, env, needle) in [
+        (PRINCIPALS, &[][..], "ALICE_KEY is not set"),
+        (PRINCIPALS, &[("ALICE_KEY", "short")][..], "shorter than 16"),
+        (
+            "[[principals]]\nid = \"local\"\nscopes = [\"notes\"]\n[[principals]]\nid = \"operator\"\n",
+            &[][..],
+            "principals.scopes",
+        ),
+        ("[[principals]]\nid = \"bob\"\n", &[][..], "stdio_principal"),
+        (
+            "[[principals]]\nid = \"local\"\n[[principals]]\nid = \"local\"\n",
+            &[][..],
+            "listed twice",
+        ),
+    ] {
+        let e = load_in_jail(toml, env).unwrap_err();
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+}

@@ -11,4 +11,6 @@ pub mod approval;
 pub mod canonical;
 pub mod names;
 pub mod pins;
+pub mod policy;
 pub mod scan;
+pub mod scopes;

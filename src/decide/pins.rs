@@ -429,3 +429,32 @@ pub fn drift_cover<'a>(
 
 #[cfg(test)]
 mod tests;
+
+/// Where the registry's classification and a pinned tool's annotations disagree: a tool the
+/// registry declares `read` whose annotations say `readOnlyHint: false` or
+/// `destructiveHint: true`. Annotations are the upstream's untrusted hints, never the
+/// classification; a disagreement is flagged for an operator to review. `declared_read` says
+/// whether the registry declares a tool `read`.
+pub fn class_hint_conflicts(lock: &Lock, declared_read: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in &lock.tools {
+        if !declared_read(&item.name) {
+            continue;
+        }
+        let hints = item.definition.get("annotations");
+        let flag = |key: &str| hints.and_then(|a| a.get(key)).and_then(Value::as_bool);
+        if flag("readOnlyHint") == Some(false) {
+            out.push(format!(
+                "tool `{}` of `{}` is declared read but its annotations say readOnlyHint: false",
+                item.name, lock.upstream
+            ));
+        }
+        if flag("destructiveHint") == Some(true) {
+            out.push(format!(
+                "tool `{}` of `{}` is declared read but its annotations say destructiveHint: true",
+                item.name, lock.upstream
+            ));
+        }
+    }
+    out
+}

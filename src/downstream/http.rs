@@ -7,6 +7,9 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -27,9 +30,18 @@ pub async fn serve(
     addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && !gw.principals.has_keys() {
         anyhow::bail!(
-            "refusing to listen on {addr}: inbound authentication is not configured, so only a loopback address (127.0.0.1, ::1) may be bound"
+            "refusing to listen on {addr}: no principal has an API key (`[[principals]] api_key_env`), so only a loopback address (127.0.0.1, ::1) may be bound"
+        );
+    }
+    // Anonymous requests act as the local principal only on a loopback listener of a gateway
+    // that has no API keys at all (the out-of-the-box developer setting).
+    let anonymous_ok = addr.ip().is_loopback() && !gw.principals.has_keys();
+    if anonymous_ok {
+        tracing::warn!(
+            principal = %gw.config.stdio_principal,
+            "no API keys configured: unauthenticated loopback requests act as the local principal"
         );
     }
     let config = StreamableHttpServerConfig::default()
@@ -39,16 +51,21 @@ pub async fn serve(
     let factory_gw = gw.clone();
     let mcp = StreamableHttpService::new(
         move || {
-            Ok(AgentSession::new(
-                factory_gw.clone(),
-                authenticate::loopback_anonymous(),
-            ))
+            // The principal is the request's own, put there by `authenticate_request`.
+            Ok(AgentSession::new(factory_gw.clone(), None))
         },
         Arc::new(LocalSessionManager::default()),
         config,
     );
+    let auth = Arc::new(Authn {
+        gw: gw.clone(),
+        anonymous_ok,
+    });
+    let mcp = Router::new()
+        .fallback_service(mcp)
+        .layer(middleware::from_fn_with_state(auth, authenticate_request));
     let app = Router::new()
-        .nest_service("/mcp", mcp)
+        .nest("/mcp", mcp)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(gw);
@@ -70,6 +87,41 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("HTTP server failed")
+}
+
+/// What request authentication needs.
+struct Authn {
+    gw: Arc<Gateway>,
+    anonymous_ok: bool,
+}
+
+/// Stage 1 for HTTP: refuse a request without a valid principal (401, nothing reaches the MCP
+/// service), and hand the principal to the session through the request's extensions.
+async fn authenticate_request(
+    State(auth): State<Arc<Authn>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match authenticate::http(&auth.gw.principals, request.headers(), auth.anonymous_ok) {
+        Ok(who) => {
+            request.extensions_mut().insert(who);
+            next.run(request).await
+        }
+        Err(error) => {
+            tracing::info!(%error, "HTTP request refused at authentication");
+            let body = serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": -32001, "message": format!("mcp-warden: {error}")},
+            });
+            (
+                StatusCode::UNAUTHORIZED,
+                [(http::header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(body),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, &'static str) {

@@ -35,7 +35,8 @@ use crate::pipeline::{self, authenticate::Authenticated, dispatch};
 #[derive(Clone)]
 pub struct AgentSession {
     gw: Arc<Gateway>,
-    who: Authenticated,
+    /// The principal of a stdio session; HTTP requests carry their own (see [`Self::who`]).
+    who: Option<Authenticated>,
     chain_id: Arc<str>,
     subscribed: Arc<Mutex<HashSet<String>>>,
     /// Hub receivers taken when a `subscriptions/listen` was accepted, for `listen` to use.
@@ -45,8 +46,8 @@ pub struct AgentSession {
 }
 
 impl AgentSession {
-    /// A session for `who`.
-    pub fn new(gw: Arc<Gateway>, who: Authenticated) -> Self {
+    /// A session for `who` (stdio), or for whoever each HTTP request authenticated as (`None`).
+    pub fn new(gw: Arc<Gateway>, who: Option<Authenticated>) -> Self {
         let chain_id = format!("chain-{}", gw.hub.next_id()).into();
         Self {
             gw,
@@ -56,6 +57,18 @@ impl AgentSession {
             pending_listeners: Arc::default(),
             log_level: Arc::default(),
         }
+    }
+
+    /// The principal of this request: the one HTTP authentication attached to it, else the
+    /// session's own. Neither is a protocol error (fail closed), never an anonymous call.
+    fn who(&self, context: &RequestContext<RoleServer>) -> Result<Authenticated, McpError> {
+        context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Authenticated>())
+            .or(self.who.as_ref())
+            .cloned()
+            .ok_or_else(|| McpError::invalid_request("mcp-warden: unauthenticated request", None))
     }
 
     fn limit(&self) -> std::time::Duration {
@@ -218,10 +231,11 @@ impl ServerHandler for AgentSession {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        let who = self.who(&context)?;
         Ok(ListToolsResult::with_all_items(
-            self.gw.catalog.load().listed.clone(),
+            pipeline::visible_tools(&self.gw, &who),
         ))
     }
 
@@ -246,9 +260,10 @@ impl ServerHandler for AgentSession {
         } else {
             None
         };
+        let who = self.who(&context)?;
         pipeline::call_tool(
             &self.gw,
-            &self.who,
+            &who,
             &self.chain_id,
             request,
             &context,

@@ -9,12 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::session::AgentSession;
 use crate::gateway::Gateway;
-use crate::pipeline::authenticate;
 
 /// Serve until the agent closes stdin or `shutdown` is cancelled.
 pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let who = authenticate::stdio(&gw.config.stdio_principal);
-    let session = AgentSession::new(gw, who);
+    let who = gw
+        .principals
+        .stdio()
+        .context("the stdio principal is not configured")?;
+    let session = AgentSession::new(gw, Some(who));
     let running = match pipes() {
         // Pipes (what every agent uses) are read and written on the event loop itself.
         Ok(pipes) => session.serve_with_ct(pipes, shutdown.child_token()).await,

@@ -25,6 +25,8 @@ pub struct ToolRoute {
     pub def: usize,
     /// Why it is withheld (its live definition drifted from the pin), if it is.
     pub withheld: Option<Arc<str>>,
+    /// The sha256 of its pinned definition (approvals are bound to it).
+    pub pin_hash: Arc<str>,
 }
 
 /// All exposed items and their routes.
@@ -124,6 +126,7 @@ impl Catalog {
                     class: spec.action_class(&item.name),
                     def: c.tools.len(),
                     withheld: withheld.clone(),
+                    pin_hash: item.sha256.as_str().into(),
                 };
                 c.tool_routes.insert(exposed, route);
                 // Withheld tools keep a route (so a call is told why) but are never listed.
@@ -208,6 +211,15 @@ impl Catalog {
             c.listed = c.tools.clone();
         }
         c
+    }
+
+    /// Every listed tool with its route.
+    pub fn listed_routes(&self) -> impl Iterator<Item = (&Tool, &ToolRoute)> {
+        self.listed.iter().filter_map(|t| {
+            self.tool_routes
+                .get(t.name.as_ref())
+                .map(|route| (t, route))
+        })
     }
 
     /// The route of an exposed tool name.

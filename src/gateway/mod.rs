@@ -2,13 +2,14 @@
 
 pub mod catalog;
 pub mod hub;
+pub mod policies;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +17,8 @@ use self::catalog::Catalog;
 use self::hub::{AgentEvent, Hub};
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::store::{AuditSink, AuditWriter, SqliteStore};
+use crate::decide::policy::PolicySet;
+use crate::store::{AuditSink, AuditWriter, ControlState, SqliteStore};
 use crate::upstream::client::Refresh;
 use crate::upstream::{self, Status, SupervisorEnv, Upstream, registry};
 
@@ -33,6 +35,17 @@ pub struct Gateway {
     pub hub: Arc<Hub>,
     /// The audit writer's queue.
     pub audit: AuditSink,
+    /// Every known principal.
+    pub principals: crate::pipeline::authenticate::Principals,
+    /// The compiled policy, swapped whole when `policies_dir` changes.
+    pub policy: Arc<ArcSwap<PolicySet>>,
+    /// The shared control state (emergency mode, disabled upstreams, revocations), as last
+    /// read from the store.
+    pub control: ArcSwap<ControlState>,
+    /// Nudged after an in-process admin action, so the control state is read again at once.
+    pub control_changed: Arc<Notify>,
+    /// The store (approvals, control state; audit rows go through `audit`).
+    pub store: SqliteStore,
 }
 
 impl Gateway {
@@ -99,24 +112,52 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             file = %s.source.display(), "registered upstream"
         );
     }
-    tracing::debug!(policies = %config.policies_dir.display(), "policy folder (not read until the policy stage lands)");
+    let policy = policies::read_dir(&config.policies_dir).with_context(|| {
+        format!(
+            "loading the policies in {} (`mcp-warden policy check` explains)",
+            config.policies_dir.display()
+        )
+    })?;
+    if policy.rule_count() == 0 {
+        tracing::warn!(dir = %config.policies_dir.display(), "no policy rules: every call is denied (no rule matched = DENY)");
+    }
+    tracing::info!(rules = policy.rule_count(), files = policy.files().len(), "policy loaded");
+    let control = store
+        .control_state()
+        .await
+        .context("reading the control state from the store")?;
+    if control.emergency {
+        tracing::warn!("emergency write-approval mode is ON: every write needs approval");
+    }
     let hub = Arc::new(Hub::default());
     let upstreams: Vec<Arc<Upstream>> = specs
         .into_iter()
         .map(|s| Arc::new(Upstream::new(s, hub.clone())))
         .collect();
+    let principals = crate::pipeline::authenticate::Principals::from_config(&config);
     let gateway = Arc::new(Gateway {
         catalog: ArcSwap::from_pointee(Catalog::default()),
         config,
         upstreams,
         hub,
         audit,
+        principals,
+        policy: Arc::new(ArcSwap::from_pointee(policy)),
+        control: ArcSwap::from_pointee(control),
+        control_changed: Arc::new(Notify::new()),
+        store: store.clone(),
     });
     let (changed_tx, changed_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     // Locks are read before any connection: an upstream without one is never exposed.
     for up in &gateway.upstreams {
         up.reload_lock();
+        if let Some(lock) = up.lock() {
+            let read = |t: &str| up.spec.action_class(t) == registry::ActionClass::Read;
+            for conflict in crate::decide::pins::class_hint_conflicts(&lock, read) {
+                tracing::warn!(upstream = %up.spec.name, "{conflict}: the registry's class stands (annotations are hints); review the classification");
+            }
+        }
         if up.spec.enabled && up.lock().is_none() {
             let path = crate::upstream::pinning::lock_path(&up.spec);
             tracing::warn!(
@@ -138,13 +179,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http,
         default_cwd: gateway.config.base_dir(),
         changed: changed_tx,
-        events: events_tx,
+        events: events_tx.clone(),
         pins: gateway.config.pins.clone(),
         shutdown: shutdown.clone(),
     };
     let mut tasks = JoinSet::new();
     tasks.spawn(catalog_task(gateway.clone(), changed_rx));
     tasks.spawn(event_task(store.clone(), events_rx));
+    tasks.spawn(control_task(gateway.clone(), shutdown.clone()));
+    tasks.spawn(policy_task(
+        gateway.clone(),
+        events_tx.clone(),
+        shutdown.clone(),
+    ));
     for (i, up) in gateway.upstreams.iter().enumerate() {
         tasks.spawn(upstream::supervise(up.clone(), i, env.clone()));
     }
@@ -221,6 +268,79 @@ async fn event_task(
             tracing::error!(%error, gate = e.gate, "gate event not stored");
         }
     }
+}
+
+/// Keep the control state current: read it every `control.poll_sec` (another process or
+/// replica may have changed it) and at once when an in-process admin action nudges. A change
+/// of disabled upstreams changes what agents are shown.
+async fn control_task(gw: Arc<Gateway>, stop: CancellationToken) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(gw.config.control_poll) => {}
+            () = gw.control_changed.notified() => {}
+        }
+        match gw.store.control_state().await {
+            Ok(new) => {
+                if failing {
+                    tracing::info!("control state readable again");
+                    failing = false;
+                }
+                let old = gw.control.load();
+                if old.emergency != new.emergency {
+                    tracing::warn!(on = new.emergency, "emergency write-approval mode changed");
+                }
+                let listing = old.disabled != new.disabled;
+                if old.emergency != new.emergency || listing || old.revocations != new.revocations {
+                    gw.control.store(Arc::new(new));
+                }
+                if listing {
+                    gw.hub.publish(AgentEvent::ToolsChanged);
+                }
+            }
+            // The last known state stays in force; it is never relaxed because the store is down.
+            Err(error) if !failing => {
+                failing = true;
+                tracing::error!(%error, "control state unreadable; keeping the last known one");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Reload the policy when `policies_dir` changes; a broken file keeps the running policy.
+async fn policy_task(
+    gw: Arc<Gateway>,
+    events: mpsc::UnboundedSender<crate::store::GateEvent>,
+    stop: CancellationToken,
+) {
+    let hub = gw.hub.clone();
+    let dir = gw.config.policies_dir.clone();
+    policies::watch(
+        dir.clone(),
+        gw.policy.clone(),
+        gw.config.policy_reload,
+        stop,
+        move |result| match result {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "policy reloaded");
+                hub.publish(AgentEvent::ToolsChanged);
+            }
+            Err(error) => {
+                tracing::error!(%error, "new policy rejected; the previous policy stays in force");
+                // Reported where operators look: the gate events of the store.
+                let _ = events.send(crate::store::GateEvent {
+                    event_time: time::OffsetDateTime::now_utc(),
+                    gate: "policy_reload_failed",
+                    upstream: String::new(),
+                    detail: error.to_string(),
+                    ticket: None,
+                });
+            }
+        },
+    )
+    .await;
 }
 
 /// Rebuild the catalog whenever an upstream's manifest or availability changes, and tell the

@@ -60,6 +60,21 @@ impl Draft {
         self.row.action_class = route.class.as_str().to_owned();
     }
 
+    /// The upstream's registry name ('' until resolved).
+    pub fn server(&self) -> &str {
+        &self.row.server_name
+    }
+
+    /// sha256 of the canonical JSON of the arguments.
+    pub fn args_digest(&self) -> &str {
+        &self.row.args_digest
+    }
+
+    /// Where the approval stage records the approval it used, requested or refused.
+    pub fn approval_slot(&mut self) -> &mut Option<String> {
+        &mut self.row.approval_id
+    }
+
     /// Finish the row from the call's outcome.
     pub fn finish(mut self, outcome: &Result<CallToolResponse, GatewayError>) -> AuditRecord {
         match outcome {

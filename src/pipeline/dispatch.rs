@@ -17,6 +17,7 @@ use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleSe
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::pipeline::policy::Permit;
 use crate::upstream::{Status, Upstream};
 
 /// Most input-required rounds the gateway answers for a 2025-era agent.
@@ -57,20 +58,50 @@ pub async fn bounded<T>(
     }
 }
 
-/// Call `original` on upstream `up` with the agent's arguments.
+/// Call `original` on upstream `up` with the agent's arguments, as `permit` allows: under its
+/// time limit, and sent again after a failure only as often as it allows (reads only).
 pub async fn call_tool(
     gw: &Gateway,
     up: &Upstream,
     original: &str,
     mut params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
+    permit: &Permit,
+    session_log_level: Option<LoggingLevel>,
+) -> Result<CallToolResponse, GatewayError> {
+    params.name = original.to_owned().into();
+    params.meta = None;
+    let limit = permit.time_limit(gw.config.upstream.call_timeout);
+    let mut retries = permit.retries();
+    if retries == 0 {
+        return attempt(gw, up, params, ctx, limit, session_log_level).await;
+    }
+    loop {
+        let result = attempt(gw, up, params.clone(), ctx, limit, session_log_level).await;
+        match result {
+            Err(
+                GatewayError::Transport { .. }
+                | GatewayError::Unavailable { .. }
+                | GatewayError::Timeout { .. },
+            ) if retries > 0 => {
+                retries -= 1;
+                tracing::info!(upstream = %up.spec.name, tool = original, left = retries, "read call failed; retrying");
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn attempt(
+    gw: &Gateway,
+    up: &Upstream,
+    params: CallToolRequestParams,
+    ctx: &RequestContext<RoleServer>,
     limit: Duration,
     session_log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, GatewayError> {
     let peer = connected(up)?;
     let _inflight = up.shared.inflight.enter(gw.hub.next_id(), ctx.peer.clone());
-    params.name = original.to_owned().into();
-    params.meta = None;
     let legacy = agent_is_legacy(ctx);
     // Only a 2025-era agent needs the arguments again (the gateway drives its input rounds).
     let mut retry = legacy.then(|| params.clone());

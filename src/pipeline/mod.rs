@@ -5,21 +5,28 @@
     reason = "the logging level of 2025-era agents (SEP-2577 deprecates logging) is passed on to upstreams"
 )]
 
+pub mod approval;
 pub mod audit;
 pub mod authenticate;
 pub mod dispatch;
 pub mod pin_gate;
+pub mod policy;
+pub mod registry_gate;
 pub mod resolve;
 
 use rmcp::ErrorData as McpError;
-use rmcp::model::{CallToolRequestParams, CallToolResponse, LoggingLevel};
+use rmcp::model::{CallToolRequestParams, CallToolResponse, LoggingLevel, Tool};
 use rmcp::service::{RequestContext, RoleServer};
 
+use crate::decide::approval::Binding;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use authenticate::Authenticated;
+use policy::Decided;
 
 /// Run one `tools/call` through every stage and write its audit row, whatever the outcome.
+/// `who` is already authenticated (stage 1 runs where the transport is: stdio session or HTTP
+/// request).
 pub async fn call_tool(
     gw: &Gateway,
     who: &Authenticated,
@@ -36,7 +43,7 @@ pub async fn call_tool(
         params.arguments.as_ref(),
         chain_id.to_owned(),
     );
-    let outcome = stages(gw, params, ctx, log_level, &mut draft).await;
+    let outcome = stages(gw, who, params, ctx, log_level, &mut draft).await;
     // Audit runs after success and failure alike, before the agent hears the answer.
     let row = draft.finish(&outcome);
     if let Err(error) = gw.audit.record(row).await {
@@ -54,6 +61,7 @@ pub async fn call_tool(
 
 async fn stages(
     gw: &Gateway,
+    who: &Authenticated,
     params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
     log_level: Option<LoggingLevel>,
@@ -65,17 +73,53 @@ async fn stages(
     drop(catalog);
     draft.resolved(gw, &route);
     let up = gw.upstream(route.upstream)?;
-    // pin gate: only a tool whose live definition is still the pinned one may be reached.
+    // registry gate: a disabled upstream is reached by nothing, whatever the policy says.
+    registry_gate::check(gw, up)?;
+    // pin gate: only a tool whose live definition is still the pinned one may be reached, and
+    // before the policy, so no rule can allow a drifted definition.
     pin_gate::check(&route, up, &params.name)?;
-    // dispatch: last, under the time limit and the agent's cancellation.
-    dispatch::call_tool(
+    // policy, then scope gate: decided on the requested action (never on model text).
+    let decided = policy::decide(
         gw,
+        who,
         up,
-        &route.original,
-        params,
-        ctx,
-        gw.config.upstream.call_timeout,
-        log_level,
-    )
-    .await
+        &route,
+        &params.name,
+        params.arguments.as_ref(),
+    )?;
+    // approval: after the policy and scope gate, so an approval never widens what the
+    // principal may do; bound to the pinned hash, so a changed manifest voids it.
+    let permit = match decided {
+        Decided::Allow(permit) => permit,
+        Decided::Approval(held) => {
+            let binding = Binding {
+                principal: who.principal().id.clone(),
+                server: draft.server().to_owned(),
+                tool: params.name.to_string(),
+                args_digest: draft.args_digest().to_owned(),
+                manifest_hash: route.pin_hash.to_string(),
+            };
+            let result = approval::obtain(gw, held, binding, ctx, draft.approval_slot()).await;
+            result?
+        }
+    };
+    // dispatch: last, under the permit's time limit and the agent's cancellation.
+    dispatch::call_tool(gw, up, &route.original, params, ctx, &permit, log_level).await
+}
+
+/// The tools `who` may see: the pinned catalog, less what the registry gate, the policy or the
+/// scope gate would always refuse it.
+pub fn visible_tools(gw: &Gateway, who: &Authenticated) -> Vec<Tool> {
+    let catalog = gw.catalog.load();
+    let control = gw.control.load();
+    catalog
+        .listed_routes()
+        .filter(|(_, route)| {
+            gw.upstream(route.upstream).is_ok_and(|up| {
+                !control.disabled.contains(&up.spec.name)
+                    && policy::visible(gw, who, up, route)
+            })
+        })
+        .map(|(tool, _)| tool.clone())
+        .collect()
 }

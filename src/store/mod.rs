@@ -3,21 +3,7 @@
 //! unless the queue is full (backpressure, never loss). Also durable approvals (`approvals`) and
 //! the control state set by the admin surface (`control`).
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "used by the admin surface and the pipeline, not yet wired"
-    )
-)]
 mod approvals;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "used by the admin surface and the pipeline, not yet wired"
-    )
-)]
 mod control;
 mod sqlite;
 
@@ -57,6 +43,8 @@ pub enum Decision {
     Allow,
     /// The call was refused before dispatch.
     Deny,
+    /// The call is held until a human approves it.
+    RequireApproval,
 }
 
 impl Decision {
@@ -65,6 +53,7 @@ impl Decision {
         match self {
             Self::Allow => "ALLOW",
             Self::Deny => "DENY",
+            Self::RequireApproval => "REQUIRE_APPROVAL",
         }
     }
 }
@@ -86,7 +75,7 @@ pub struct AuditRecord {
     pub exposed_name: String,
     /// `read`, `write`, `destructive` ('' when unresolved).
     pub action_class: String,
-    /// ALLOW or DENY.
+    /// ALLOW, DENY or REQUIRE_APPROVAL.
     pub decision: Decision,
     /// Which stage decided or failed.
     pub stage: &'static str,

@@ -28,6 +28,16 @@ cat >"$work/warden.toml" <<TOML
 store = "sqlite://warden.db"
 registry_dir = "registry"
 TOML
+# The gateway reads policies/ beside warden.toml and denies whatever no rule allows: the
+# conformance suite exercises the protocol, so every call to the fixture is allowed.
+mkdir -p "$work/policies"
+cat >"$work/policies/allow-all.yaml" <<'YAML'
+version: v1
+rules:
+  - id: allow-all
+    match: { labels: { mcp.server: "*" } }
+    decision: ALLOW
+YAML
 
 # Pin the fixture first, as an operator would: unpinned upstreams are never exposed.
 "$bin" pin --config "$work/warden.toml" --by conformance >"$work/pin.log" 2>&1 || { cat "$work/pin.log" >&2; exit 1; }

@@ -27,8 +27,11 @@ import anyio
 import psutil
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_POLICIES = ROOT / "policies"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 MISBEHAVING = ROOT / "fixtures" / "misbehaving"
 EVERYTHING_JS = (
@@ -210,6 +213,24 @@ def time_upstream(**overrides: Any) -> dict[str, Any]:
     return entry
 
 
+# The policy every deployment gets unless it names its own: every call to every registered
+# upstream is allowed (the gateway denies everything when no rule matches).
+ALLOW_ALL = """version: v1
+rules:
+  - id: allow-all
+    description: e2e default - every call to every registered upstream is allowed
+    match: { labels: { mcp.server: "*" } }
+    decision: ALLOW
+"""
+
+
+def shipped_policies() -> dict[str, str]:
+    """The policy files shipped in the repository's policies/ (file name -> text)."""
+    files = {p.name: p.read_text() for p in sorted(SHIPPED_POLICIES.iterdir()) if p.suffix in (".yaml", ".yml")}
+    assert files, f"no policy files are shipped in {SHIPPED_POLICIES}"
+    return files
+
+
 # Upstreams whose own tool definitions the poisoning scan flags, so that `pin` refuses them
 # without --accept-findings. Only third-party servers belong here, each with the reason:
 # - server-everything: `get-env`'s description ("Returns all environment variables …") and a URL
@@ -228,6 +249,11 @@ class Deployment:
     The gateway exposes only pinned upstreams: every way of starting one here (`HttpGateway`,
     `RawStdioGateway`, `stdio_agent`) first runs `mcp-warden pin` for the deployment, once, as an
     operator would (`ensure_pinned`). `pins` becomes warden.toml's `[pins]` table.
+
+    `policies` (file name -> YAML text) fills policies/; the default is `ALLOW_ALL`.
+    `toml_extra` is appended verbatim to warden.toml (e.g. `[[principals]]` tables, which must
+    come last). `env` is set for every process run for this deployment (gateway, pin, CLI),
+    e.g. the API keys that `api_key_env` names.
     """
 
     root: Path
@@ -236,6 +262,9 @@ class Deployment:
     restart_backoff_ms: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
     pins: dict[str, Any] | None = None
+    policies: dict[str, str] | None = None
+    toml_extra: str = ""
+    env: dict[str, str] = field(default_factory=dict)
     pinned: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -245,6 +274,10 @@ class Deployment:
         self.store = self.root / "warden.db"
         self.logs = self.root / "logs"
         self.logs.mkdir(exist_ok=True)
+        self.policies_dir = self.root / "policies"
+        self.policies_dir.mkdir(exist_ok=True)
+        for name, text in (self.policies if self.policies is not None else {"allow-all.yaml": ALLOW_ALL}).items():
+            self.write_policy(name, text)
         doc: dict[str, Any] = {
             "registry_dir": "registry",
             "store": f"sqlite://{self.store}",
@@ -253,9 +286,36 @@ class Deployment:
         }
         if self.pins is not None:
             doc["pins"] = self.pins
-        self.config.write_text(toml_dumps(doc, tables=("upstream", "pins")))
+        text = toml_dumps(doc, tables=("upstream", "pins"))
+        if self.toml_extra:
+            text += "\n" + self.toml_extra.strip() + "\n"
+        self.config.write_text(text)
         for name, entry in self.upstreams.items():
             self.write_upstream(name, entry)
+
+    def write_policy(self, name: str, text: str) -> Path:
+        """Write policies/NAME atomically (a reloading gateway never reads half a file)."""
+        path = self.policies_dir / name
+        tmp = self.policies_dir / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(path)
+        return path
+
+    def remove_policy(self, name: str) -> None:
+        (self.policies_dir / name).unlink()
+
+    def run_cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`mcp-warden ARGS --config warden.toml` from the deployment folder, with `env`; the
+        output is kept in logs/ (the exit status is the caller's to judge)."""
+        cmd = [str(warden_bin()), *args, "--config", str(self.config)]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env=gateway_env(self.env), cwd=self.root, timeout=timeout
+        )
+        label = "-".join(a for a in args[:2] if not a.startswith("-")) or "cli"
+        self.log_path(re.sub(r"[^A-Za-z0-9_-]", "_", label)).write_text(
+            f"$ {' '.join(cmd)}\nexit {done.returncode}\n--- stdout ---\n{done.stdout}--- stderr ---\n{done.stderr}"
+        )
+        return done
 
     def write_upstream(self, name: str, entry: dict[str, Any]) -> Path:
         path = self.registry / f"{name}.toml"
@@ -275,7 +335,7 @@ class Deployment:
         output is kept in logs/ (the exit status is the caller's to judge)."""
         cmd = [str(warden_bin()), "pin", *args, "--config", str(self.config)]
         done = subprocess.run(
-            cmd, capture_output=True, text=True, env=gateway_env(), cwd=self.root, timeout=timeout
+            cmd, capture_output=True, text=True, env=gateway_env(self.env), cwd=self.root, timeout=timeout
         )
         self.log_path("pin").write_text(
             f"$ {' '.join(cmd)}\nexit {done.returncode}\n--- stdout ---\n{done.stdout}--- stderr ---\n{done.stderr}"
@@ -421,7 +481,7 @@ class HttpGateway:
         self.dep = dep
         self.cwd = cwd or dep.root
         self.stderr_path = dep.log_path("gateway-http")
-        self.env = gateway_env(env)
+        self.env = gateway_env({**dep.env, **(env or {})})
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.seen: list[ProcInfo] = []
@@ -531,7 +591,7 @@ class RawStdioGateway:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
-                env=gateway_env(),
+                env=gateway_env(dep.env),
                 cwd=dep.root,
             )
         self.lines: queue.Queue[dict] = queue.Queue()
@@ -623,7 +683,7 @@ async def stdio_agent(dep: Deployment, mode: str, *, env: dict[str, str] | None 
     params = StdioServerParameters(
         command=str(warden_bin()),
         args=["serve", "--stdio", "--config", str(dep.config)],
-        env={"RUST_LOG": "info", **(env or {})},
+        env={"RUST_LOG": "info", **dep.env, **(env or {})},
         cwd=str(dep.root),
     )
     with stderr_path.open("w") as errlog:
@@ -657,8 +717,11 @@ async def stdio_agent(dep: Deployment, mode: str, *, env: dict[str, str] | None 
 
 
 @contextlib.asynccontextmanager
-async def http_agent(gateway: HttpGateway, mode: str) -> AsyncIterator[Agent]:
-    """An agent connected to a running HTTP gateway."""
+async def http_agent(
+    gateway: HttpGateway, mode: str, *, bearer: str | None = None, path: str = "/mcp"
+) -> AsyncIterator[Agent]:
+    """An agent connected to a running HTTP gateway; with `bearer`, every request carries
+    `Authorization: Bearer <bearer>`. `path` picks the endpoint (`/admin/mcp` for the admin one)."""
     agent = Agent(
         client=None,  # type: ignore[arg-type]
         transport="http",
@@ -667,10 +730,24 @@ async def http_agent(gateway: HttpGateway, mode: str) -> AsyncIterator[Agent]:
         stderr_path=gateway.stderr_path,
         gateway_pid=gateway.proc.pid if gateway.proc else None,
     )
-    client = Client(gateway.url, mode=mode, cache=None, read_timeout_seconds=60, message_handler=agent.on_message)
-    agent.client = client
-    async with _explained(client, gateway.stderr_path):
-        yield agent
+    url = gateway.base + path
+    if bearer is None:
+        client = Client(url, mode=mode, cache=None, read_timeout_seconds=60, message_handler=agent.on_message)
+        agent.client = client
+        async with _explained(client, gateway.stderr_path):
+            yield agent
+        return
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {bearer}"}) as http:
+        client = Client(
+            streamable_http_client(url, http_client=http),
+            mode=mode,
+            cache=None,
+            read_timeout_seconds=60,
+            message_handler=agent.on_message,
+        )
+        agent.client = client
+        async with _explained(client, gateway.stderr_path):
+            yield agent
 
 
 @contextlib.asynccontextmanager
@@ -750,3 +827,175 @@ def log_has(path: Path, needle: str) -> bool:
         return needle in path.read_text(errors="replace")
     except FileNotFoundError:
         return False
+
+
+# --------------------------------------------------------------------------------------------
+# Principals, approvals and the admin surface
+# --------------------------------------------------------------------------------------------
+
+# API keys of the principals below (each >= 16 characters, as the gateway requires).
+KEYS = {
+    "alice": "alice-e2e-key-0123456789",
+    "bob": "bob-e2e-key-0123456789ab",
+    "rita": "rita-e2e-key-0123456789a",
+    "carol": "carol-e2e-key-0123456789",
+}
+KEY_ENV = {f"{who.upper()}_KEY": key for who, key in KEYS.items()}
+
+# alice: the agent (reads and writes on notes); bob: approver and admin; rita: read_only although
+# her scopes cover every class on notes; carol: an agent who is also an approver (self-approval);
+# local and operator: the stdio and CLI principals, which must exist once principals are listed.
+PRINCIPALS_TOML = """
+[[principals]]
+id = "alice"
+scopes = ["notes:read", "notes:write"]
+api_key_env = "ALICE_KEY"
+
+[[principals]]
+id = "bob"
+labels = ["approver", "admin"]
+api_key_env = "BOB_KEY"
+
+[[principals]]
+id = "rita"
+labels = ["read_only"]
+scopes = ["notes:*"]
+api_key_env = "RITA_KEY"
+
+[[principals]]
+id = "carol"
+labels = ["approver"]
+scopes = ["notes:read", "notes:write"]
+api_key_env = "CAROL_KEY"
+
+[[principals]]
+id = "local"
+scopes = ["*:*"]
+
+[[principals]]
+id = "operator"
+labels = ["approver", "admin"]
+"""
+
+APPROVAL_META = "mcp-warden/approval"
+PENDING_RE = re.compile(r"[Aa]pproval ([A-Za-z0-9_-]+) is pending")
+
+
+def pending_approval(result: Any) -> str:
+    """The id of the approval a held call reports as pending (fails unless it is one)."""
+    text = text_of(result)
+    assert result.is_error, f"a call that needs approval is an error result, got a success: {text}"
+    m = PENDING_RE.search(text)
+    assert m, f"the result does not say which approval is pending: {text}"
+    return m.group(1)
+
+
+def http_request(
+    url: str, *, method: str = "POST", body: Any = None, bearer: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """(status, body text) of one plain HTTP request (no proxies); `body` is sent as JSON."""
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if bearer is not None:
+        req.add_header("Authorization", f"Bearer {bearer}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def result_json(result: Any) -> Any:
+    """A tool result's structured content, else its text parsed as JSON, else its text."""
+    if result.structured_content is not None:
+        return result.structured_content
+    text = text_of(result)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def keyed_deployment(make: Callable[..., Deployment], policies: dict[str, str] | None = None, **kwargs: Any) -> Deployment:
+    """The notes upstream behind a gateway with the principals of `PRINCIPALS_TOML` (API keys in
+    the environment of every process) and `policies` (default: the shipped set); control state
+    and policies are re-read every 0.2 s."""
+    extra = {"control": {"poll_sec": 0.2}, "policy": {"reload_sec": 0.2}, **kwargs.pop("extra", {})}
+    return make(
+        {"notes": notes_upstream()},
+        policies=shipped_policies() if policies is None else policies,
+        toml_extra=PRINCIPALS_TOML + kwargs.pop("toml_extra", ""),
+        env={**KEY_ENV, **kwargs.pop("env", {})},
+        extra=extra,
+        **kwargs,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(dep: Deployment) -> AsyncIterator[HttpGateway]:
+    """An HTTP gateway for `dep`, ready (its upstreams connected)."""
+    gw = HttpGateway(dep)
+    await anyio.to_thread.run_sync(gw.start)
+    try:
+        await anyio.to_thread.run_sync(gw.wait_ready)
+        yield gw
+    finally:
+        await anyio.to_thread.run_sync(gw.stop)
+
+
+def agent_as(gw: HttpGateway, who: str, mode: str = "auto") -> contextlib.AbstractAsyncContextManager[Agent]:
+    """An agent on /mcp authenticated as principal `who` (its API key)."""
+    return http_agent(gw, mode, bearer=KEYS[who])
+
+
+def admin_as(gw: HttpGateway, who: str, mode: str = "auto") -> contextlib.AbstractAsyncContextManager[Agent]:
+    """A client of the admin MCP endpoint /admin/mcp authenticated as `who`."""
+    return http_agent(gw, mode, bearer=KEYS[who], path="/admin/mcp")
+
+
+async def note_titles(agent: Agent) -> list[str]:
+    """The titles of every note, as `notes__list_notes` reports them (a read: always allowed here)."""
+    result = await agent.client.call_tool("notes__list_notes", {})
+    assert not result.is_error, f"list_notes failed: {text_of(result)}"
+    return [n["title"] for n in result.structured_content["notes"]]
+
+
+def find_approval(data: Any, approval_id: str) -> dict[str, Any] | None:
+    """The object with `id == approval_id` anywhere in `data` (an admin tool's answer)."""
+    if isinstance(data, dict):
+        if data.get("id") == approval_id:
+            return data
+        data = list(data.values())
+    if isinstance(data, list):
+        for item in data:
+            if found := find_approval(item, approval_id):
+                return found
+    return None
+
+
+async def audit_where(dep: Deployment, what: str, timeout: float = 20, **match: Any) -> list[dict[str, Any]]:
+    """The mcp_audit rows whose columns equal `match`, once there is at least one."""
+
+    async def probe() -> list[dict[str, Any]] | None:
+        rows = [r for r in dep.audit_rows() if all(r.get(k) == v for k, v in match.items())]
+        return rows or None
+
+    return await eventually(probe, timeout=timeout, what=what)
+
+
+def reason_code(row: dict[str, Any]) -> str:
+    """The stable code an audit row's reason starts with (`scope_mismatch: …` -> `scope_mismatch`)."""
+    return (row.get("reason") or "").split(":", 1)[0].strip()
+
+
+def show_rows(rows: list[dict[str, Any]]) -> str:
+    keys = ("actor_id", "server_name", "exposed_name", "tool_name", "action_class", "decision", "stage", "reason", "approval_id")
+    return "\n".join(str({k: r.get(k) for k in keys}) for r in rows)

@@ -109,3 +109,36 @@ def test_the_valid_deployment_used_above_does_start(deploy):
         assert gw.proc.poll() is None
     finally:
         gw.kill()
+
+
+@pytest.mark.parametrize("mode", ["stdio", "http"])
+def test_missing_policies_folder_stops_the_start(deploy, mode):
+    dep = deploy({"notes": notes_upstream()})
+    dep.ensure_pinned()
+    for f in dep.policies_dir.iterdir():
+        f.unlink()
+    dep.policies_dir.rmdir()
+    done = run_gateway(dep.root, mode)
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode != 0, f"exit 0 without a policies folder; stderr:\n{err}"
+    assert "policies" in err, f"stderr does not name the folder:\n{err}"
+    assert "panicked" not in err, err
+    if mode == "stdio":
+        assert done.stdout == b""
+
+
+def test_broken_policy_file_stops_the_start(deploy):
+    dep = deploy(
+        {"notes": notes_upstream()},
+        policies={
+            "10-ok.yaml": "version: v1\nrules:\n  - id: fine\n    match: { labels: { mcp.server: notes } }\n    decision: ALLOW\n",
+            "20-bad.yaml": "version: v1\nrules:\n  - id: typo-rule\n    match: { labels: { mcp.server: notes } }\n    decison: ALLOW\n",
+        },
+    )
+    dep.ensure_pinned()
+    done = run_gateway(dep.root, "stdio")
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode != 0, f"exit 0 despite a broken policy file; stderr:\n{err}"
+    for needle in ("20-bad.yaml", "typo-rule", "decison"):
+        assert needle in err, f"stderr does not name {needle!r}:\n{err}"
+    assert done.stdout == b""

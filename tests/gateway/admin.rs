@@ -142,9 +142,23 @@ async fn approvals_are_listed_approved_and_denied_from_the_cli() -> anyhow::Resu
     assert_eq!(ids.len(), 2, "{listed}");
     assert!(ids.contains(&"apr_from_alice") && ids.contains(&"apr_from_operator"));
 
-    let out = cli(&gw, &["approvals", "approve", "apr_from_alice", "--reason", "looks right"]).await?;
+    let out = cli(
+        &gw,
+        &[
+            "approvals",
+            "approve",
+            "apr_from_alice",
+            "--reason",
+            "looks right",
+        ],
+    )
+    .await?;
     assert!(out.status.success(), "{}", said(&out));
-    assert!(stdout(&out).contains("approved apr_from_alice"), "{}", said(&out));
+    assert!(
+        stdout(&out).contains("approved apr_from_alice"),
+        "{}",
+        said(&out)
+    );
     assert_eq!(
         status_of(&gw, "apr_from_alice").await?,
         ("approved".to_owned(), Some("operator".to_owned()))
@@ -152,19 +166,36 @@ async fn approvals_are_listed_approved_and_denied_from_the_cli() -> anyhow::Resu
 
     // Refusals: decided twice, one's own request, no approver label, unknown id.
     for (args, code) in [
-        (vec!["approvals", "deny", "apr_from_alice"], "approval_not_pending"),
-        (vec!["approvals", "approve", "apr_from_operator"], "approval_self"),
-        (vec!["approvals", "approve", "apr_from_operator", "--as", "alice"], "needs the `approver` label"),
+        (
+            vec!["approvals", "deny", "apr_from_alice"],
+            "approval_not_pending",
+        ),
+        (
+            vec!["approvals", "approve", "apr_from_operator"],
+            "approval_self",
+        ),
+        (
+            vec!["approvals", "approve", "apr_from_operator", "--as", "alice"],
+            "needs the `approver` label",
+        ),
         (vec!["approvals", "approve", "apr_nope"], "approval_unknown"),
     ] {
         let out = cli(&gw, &args).await?;
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", said(&out));
-        assert!(String::from_utf8_lossy(&out.stderr).contains(code), "{args:?}: {}", said(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(code),
+            "{args:?}: {}",
+            said(&out)
+        );
     }
     assert_eq!(status_of(&gw, "apr_from_operator").await?.0, "pending");
 
     // Another approver may decide it.
-    let out = cli(&gw, &["approvals", "deny", "apr_from_operator", "--as", "bob"]).await?;
+    let out = cli(
+        &gw,
+        &["approvals", "deny", "apr_from_operator", "--as", "bob"],
+    )
+    .await?;
     assert!(out.status.success(), "{}", said(&out));
     assert_eq!(
         status_of(&gw, "apr_from_operator").await?,
@@ -173,7 +204,10 @@ async fn approvals_are_listed_approved_and_denied_from_the_cli() -> anyhow::Resu
     let out = cli(&gw, &["approvals", "list", "--status", "denied"]).await?;
     assert!(out.status.success(), "{}", said(&out));
     let text = stdout(&out);
-    assert!(text.contains("apr_from_operator") && !text.contains("apr_from_alice"), "{text}");
+    assert!(
+        text.contains("apr_from_operator") && !text.contains("apr_from_alice"),
+        "{text}"
+    );
 
     // An unknown principal is a setup error, before anything is done.
     let out = cli(&gw, &["approvals", "list", "--as", "mallory"]).await?;
@@ -213,27 +247,42 @@ async fn contain_runs_the_three_steps_in_order() -> anyhow::Result<()> {
     let out = cli(&gw, &["contain", "notes", "--reason", "incident 7"]).await?;
     assert!(out.status.success(), "{}", said(&out));
     let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
-    assert!(lines[0].starts_with("1. disable the upstream: ok"), "{lines:#?}");
-    assert!(lines[1].starts_with("2. revoke its credentials: ok"), "{lines:#?}");
+    assert!(
+        lines[0].starts_with("1. disable the upstream: ok"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].starts_with("2. revoke its credentials: ok"),
+        "{lines:#?}"
+    );
     // A server name stands for its audience.
     assert!(lines[1].contains("https://notes.internal"), "{lines:#?}");
-    assert!(lines[2].starts_with("3. force approval on every write: ok"), "{lines:#?}");
+    assert!(
+        lines[2].starts_with("3. force approval on every write: ok"),
+        "{lines:#?}"
+    );
 
     let mut conn = db(&gw).await?;
     let disabled: (String, String, String) =
         sqlx::query_as("SELECT name, disabled_by, reason FROM disabled_upstreams")
             .fetch_one(&mut conn)
             .await?;
-    assert_eq!(disabled, ("notes".into(), "operator".into(), "incident 7".into()));
-    let revoked: (String, String) =
-        sqlx::query_as("SELECT audience, revoked_by FROM revocations")
-            .fetch_one(&mut conn)
-            .await?;
-    assert_eq!(revoked, ("https://notes.internal".into(), "operator".into()));
-    let emergency: String =
-        sqlx::query_scalar("SELECT value FROM control_state WHERE key = 'emergency_write_approval'")
-            .fetch_one(&mut conn)
-            .await?;
+    assert_eq!(
+        disabled,
+        ("notes".into(), "operator".into(), "incident 7".into())
+    );
+    let revoked: (String, String) = sqlx::query_as("SELECT audience, revoked_by FROM revocations")
+        .fetch_one(&mut conn)
+        .await?;
+    assert_eq!(
+        revoked,
+        ("https://notes.internal".into(), "operator".into())
+    );
+    let emergency: String = sqlx::query_scalar(
+        "SELECT value FROM control_state WHERE key = 'emergency_write_approval'",
+    )
+    .fetch_one(&mut conn)
+    .await?;
     assert_eq!(emergency, "on");
     conn.close().await?;
 
@@ -243,7 +292,10 @@ async fn contain_runs_the_three_steps_in_order() -> anyhow::Result<()> {
     let text = stdout(&out);
     assert!(text.contains("1. disable the upstream: FAILED"), "{text}");
     assert!(text.contains("2. revoke its credentials: FAILED"), "{text}");
-    assert!(text.contains("3. force approval on every write: ok"), "{text}");
+    assert!(
+        text.contains("3. force approval on every write: ok"),
+        "{text}"
+    );
 
     // Containment needs the admin label.
     let out = cli(&gw, &["contain", "notes", "--as", "bob"]).await?;
@@ -286,7 +338,9 @@ async fn admin_client(
     Ok(().serve(child).await?)
 }
 
-async fn tool_names(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) -> anyhow::Result<Vec<String>> {
+async fn tool_names(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+) -> anyhow::Result<Vec<String>> {
     let mut names: Vec<String> = client
         .list_all_tools()
         .await?
@@ -306,7 +360,8 @@ fn call(name: &str, args: Value) -> CallToolRequestParams {
 }
 
 #[tokio::test]
-async fn the_admin_mcp_server_on_stdio_lists_and_runs_what_the_labels_allow() -> anyhow::Result<()> {
+async fn the_admin_mcp_server_on_stdio_lists_and_runs_what_the_labels_allow() -> anyhow::Result<()>
+{
     let gw = deployment().await?;
     seed(&gw, "apr_one", "alice").await?;
     seed(&gw, "apr_two", "alice").await?;
@@ -331,7 +386,11 @@ async fn the_admin_mcp_server_on_stdio_lists_and_runs_what_the_labels_allow() ->
         .await?;
     assert_eq!(listed.is_error, Some(false), "{listed:?}");
     let data = listed.structured_content.clone().unwrap_or_default();
-    assert_eq!(data["approvals"].as_array().map(Vec::len), Some(2), "{data}");
+    assert_eq!(
+        data["approvals"].as_array().map(Vec::len),
+        Some(2),
+        "{data}"
+    );
 
     let approved = operator
         .call_tool(call("approve", json!({ "id": "apr_one", "reason": "ok" })))
@@ -351,7 +410,10 @@ async fn the_admin_mcp_server_on_stdio_lists_and_runs_what_the_labels_allow() ->
         "approval_not_pending"
     );
     let bad = operator
-        .call_tool(call("emergency_write_approval", json!({ "enabled": "yes" })))
+        .call_tool(call(
+            "emergency_write_approval",
+            json!({ "enabled": "yes" }),
+        ))
         .await?;
     assert_eq!(bad.is_error, Some(true), "{bad:?}");
     operator.cancel().await?;
@@ -362,13 +424,18 @@ async fn the_admin_mcp_server_on_stdio_lists_and_runs_what_the_labels_allow() ->
         tool_names(&bob).await?,
         ["approval_show", "approvals_list", "approve", "deny"]
     );
-    let denied = bob.call_tool(call("deny", json!({ "id": "apr_two" }))).await?;
+    let denied = bob
+        .call_tool(call("deny", json!({ "id": "apr_two" })))
+        .await?;
     assert_eq!(denied.is_error, Some(false), "{denied:?}");
     let refused = bob
         .call_tool(call("registry_disable", json!({ "server": "notes" })))
         .await?;
     assert_eq!(refused.is_error, Some(true), "{refused:?}");
-    assert_eq!(refused.structured_content.unwrap_or_default()["error"], "forbidden");
+    assert_eq!(
+        refused.structured_content.unwrap_or_default()["error"],
+        "forbidden"
+    );
     bob.cancel().await?;
 
     // alice holds neither label: nothing is listed.
@@ -389,7 +456,11 @@ async fn the_admin_mcp_server_on_stdio_lists_and_runs_what_the_labels_allow() ->
         ("operator admin.approvals_list", "ALLOW", "ok"),
         ("operator admin.approve", "ALLOW", "ok"),
         ("operator admin.approve", "DENY", "approval_not_pending"),
-        ("operator admin.emergency_write_approval", "DENY", "invalid_request"),
+        (
+            "operator admin.emergency_write_approval",
+            "DENY",
+            "invalid_request",
+        ),
         ("bob admin.deny", "ALLOW", "ok"),
         ("bob admin.registry_disable", "DENY", "forbidden"),
     ]

@@ -1,5 +1,5 @@
 //! The harness: a deployment folder (warden.toml, registry/notes.toml pinned by `mcp-warden pin`,
-//! the SQLite store), the real `mcp-warden` process over stdio or HTTP, and real rmcp agents in
+//! a permissive policies/allow-all.yaml, the SQLite store), the real `mcp-warden` process over stdio or HTTP, and real rmcp agents in
 //! either protocol era.
 //!
 //! Synchronisation is by polling with deadlines ([`eventually`]), never by sleeping.
@@ -46,6 +46,16 @@ add_note = "write"
 toggle_extra_tool = "write"
 delete_note = "destructive"
 rug_pull = "write"
+"#;
+
+/// The deployment's policy: every call to every registered upstream is allowed (the gateway
+/// reads `policies/` beside warden.toml, refuses to start without it, and denies every call no
+/// rule matches).
+const ALLOW_ALL_POLICY: &str = r#"version: v1
+rules:
+  - id: allow-all
+    match: { labels: { mcp.server: "*" } }
+    decision: ALLOW
 "#;
 
 /// How the agent reaches the gateway.
@@ -110,6 +120,8 @@ impl Gateway {
         let config = root.join("warden.toml");
         std::fs::create_dir(root.join("registry"))?;
         std::fs::write(root.join("registry/notes.toml"), NOTES_TOML)?;
+        std::fs::create_dir(root.join("policies"))?;
+        std::fs::write(root.join("policies/allow-all.yaml"), ALLOW_ALL_POLICY)?;
         std::fs::write(
             &config,
             format!(

@@ -228,3 +228,31 @@ fn drift_is_covered_by_a_window_or_a_live_ticket() {
         Err(())
     );
 }
+
+#[test]
+fn annotations_that_contradict_a_read_class_are_flagged() {
+    let annotated = |name: &str, annotations: serde_json::Value| {
+        hashed(
+            name,
+            tool_definition(&json!({"name": name, "inputSchema": {"type": "object"}, "annotations": annotations})),
+        )
+    };
+    let l = Lock::new(
+        "notes",
+        fp(),
+        vec![
+            annotated("honest", json!({"readOnlyHint": true})),
+            annotated("writes", json!({"readOnlyHint": false})),
+            annotated("wipes", json!({"destructiveHint": true})),
+            annotated("declared_write", json!({"readOnlyHint": false})),
+            tool("silent", "No hints."),
+        ],
+        vec![],
+        vec![],
+        record(),
+    );
+    let flagged = class_hint_conflicts(&l, |t| t != "declared_write");
+    assert_eq!(flagged.len(), 2, "{flagged:?}");
+    assert!(flagged[0].contains("`wipes`") && flagged[0].contains("destructiveHint: true"));
+    assert!(flagged[1].contains("`writes`") && flagged[1].contains("readOnlyHint: false"));
+}
