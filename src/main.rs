@@ -3,6 +3,7 @@
 
 use clap::Parser;
 
+mod admin;
 mod cli;
 mod config;
 mod decide;

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod admin;
+pub mod approvals;
+pub mod contain;
 pub mod pin;
 pub mod policy;
 pub mod serve;
@@ -25,6 +28,13 @@ pub enum Command {
     Pin(pin::PinArgs),
     /// Check the policy files, or explain the decision on one call.
     Policy(policy::PolicyArgs),
+    /// List, approve and deny write approvals (as `cli_principal`, or `--as ID`).
+    Approvals(approvals::ApprovalsArgs),
+    /// Contain an incident: disable an upstream, revoke its credentials, force approval on
+    /// every write.
+    Contain(contain::ContainArgs),
+    /// Serve the admin MCP tools on stdio (`--stdio`), as `cli_principal` (or `--as ID`).
+    Admin(admin::AdminArgs),
     /// Run a fixture MCP server (the demo notes server, the conformance fixture).
     #[command(hide = true)]
     Fixture(FixtureArgs),
@@ -46,6 +56,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::main(args),
         Command::Pin(args) => pin::main(args),
         Command::Policy(args) => policy::main(args),
+        Command::Approvals(args) => approvals::main(args),
+        Command::Contain(args) => contain::main(args),
+        Command::Admin(args) => admin::main(args),
         Command::Fixture(args) => crate::fixture::main(args),
     }
 }

@@ -64,14 +64,6 @@ impl ControlState {
     pub fn is_disabled(&self, name: &str) -> bool {
         self.disabled.contains(name)
     }
-
-    /// Credentials for `audience` issued before this instant are revoked.
-    pub fn revoked_before(&self, audience: &str) -> Option<OffsetDateTime> {
-        self.revocations
-            .iter()
-            .find(|r| r.audience == audience)
-            .map(|r| r.revoked_before)
-    }
 }
 
 impl SqliteStore {

@@ -3,21 +3,7 @@
 //! unless the queue is full (backpressure, never loss). Also durable approvals (`approvals`) and
 //! the control state set by the admin surface (`control`).
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "used by the admin surface and the pipeline, not yet wired"
-    )
-)]
 mod approvals;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "used by the admin surface and the pipeline, not yet wired"
-    )
-)]
 mod control;
 mod sqlite;
 

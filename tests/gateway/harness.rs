@@ -155,6 +155,21 @@ impl Gateway {
         &self.db
     }
 
+    /// `mcp-warden ARGS… --config warden.toml` in the deployment folder (a CLI subcommand).
+    pub fn cli(&self, args: &[&str]) -> Command {
+        self.warden(args)
+    }
+
+    /// Append `toml` to the deployment's warden.toml (before the gateway that should read it
+    /// starts).
+    pub fn configure(&self, toml: &str) -> anyhow::Result<()> {
+        let mut text = std::fs::read_to_string(&self.config)?;
+        text.push('\n');
+        text.push_str(toml);
+        std::fs::write(&self.config, text)?;
+        Ok(())
+    }
+
     /// `mcp-warden pin --config warden.toml --by gateway-tests`; an error unless it exits 0.
     async fn pin(&self) -> anyhow::Result<()> {
         let out = self

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod admin;
 mod list_changed;
 mod policy_cli;
 mod round_trip;
