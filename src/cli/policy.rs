@@ -10,8 +10,11 @@ use serde_json::{Map, Value, json};
 
 use crate::config::Config;
 use crate::decide::names;
+use crate::decide::pins::class_hint_conflicts;
 use crate::decide::policy::{Outcome, PolicySet, Request};
 use crate::gateway::policies;
+use crate::pipeline::authenticate::Principals;
+use crate::pipeline::policy::scope_ok;
 use crate::upstream::pinning;
 use crate::upstream::registry::{self, ActionClass, UpstreamSpec};
 
@@ -27,7 +30,7 @@ pub struct PolicyArgs {
 pub enum PolicyCommand {
     /// Validate the configuration, the registry and every policy file; list files and rules.
     Check(CheckArgs),
-    /// Explain what the policy decides for one call (nothing is called).
+    /// Explain what the policy and the scope gate decide for one call (nothing is called).
     Test(TestArgs),
 }
 
@@ -51,12 +54,6 @@ pub struct TestArgs {
     /// The call's arguments, a JSON object.
     #[arg(long, default_value = "{}")]
     pub args: String,
-    /// A label of the principal (repeatable).
-    #[arg(long = "label")]
-    pub labels: Vec<String>,
-    /// Whether the principal's scopes cover this action class on this upstream.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub scope_match: bool,
     /// Print the explanation as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -127,6 +124,13 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
             println!("    {:<17} {}", rule.decision.as_str(), rule.id);
         }
     }
+    for spec in &d.specs {
+        let lock = pinning::read_lock(spec).with_context(|| format!("upstream {}", spec.name))?;
+        let read = |t: &str| spec.action_class(t) == ActionClass::Read;
+        for conflict in lock.iter().flat_map(|l| class_hint_conflicts(l, read)) {
+            println!("warning: {conflict}: the registry's class stands (annotations are hints)");
+        }
+    }
     if d.policy.rule_count() == 0 {
         println!("warning: no rules, so every call is denied (no_rule_matched)");
     }
@@ -166,17 +170,34 @@ fn resolve<'s>(
 /// The principal as the policy sees it.
 struct Who {
     labels: Vec<String>,
-    /// Whether its scopes cover the call.
-    scope_match: bool,
+    /// Why the scope gate refuses the call, if it does.
+    scope_refusal: Option<String>,
 }
 
-/// Labels and scope coverage of the calling principal. Until principals are configurable they
-/// come from `--label` and `--scope-match`; this is the one place that changes when they are.
-fn principal(args: &TestArgs, _config: &Config, _server: &str, _class: ActionClass) -> Who {
-    Who {
-        labels: args.labels.clone(),
-        scope_match: args.scope_match,
-    }
+/// The configured principal `id`: its labels, and whether the scope gate lets it make `class`
+/// calls on `server` (as `pipeline::policy::scope_ok` decides).
+fn principal(config: &Config, id: &str, server: &str, class: ActionClass) -> anyhow::Result<Who> {
+    let who = Principals::from_config(config)
+        .get(id)
+        .context("--principal must be a configured principal ([[principals]] in warden.toml)")?;
+    let p = who.principal();
+    let scope_refusal = if scope_ok(&who, server, class) {
+        None
+    } else if p.scopes.covers(server, class.as_str()) {
+        Some(format!(
+            "a read_only principal cannot make {} calls",
+            class.as_str()
+        ))
+    } else {
+        Some(format!(
+            "the principal's scopes do not cover {server}:{}",
+            class.as_str()
+        ))
+    };
+    Ok(Who {
+        labels: p.labels.clone(),
+        scope_refusal,
+    })
 }
 
 fn test(args: &TestArgs) -> anyhow::Result<()> {
@@ -185,7 +206,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--args must be a JSON object, got {:?}", args.args))?;
     let (spec, own) = resolve(&d.specs, &args.tool)?;
     let class = spec.action_class(&own);
-    let who = principal(args, &d.config, &spec.name, class);
+    let who = principal(&d.config, &args.principal, &spec.name, class)?;
     let req = Request {
         principal_id: &args.principal,
         principal_labels: &who.labels,
@@ -194,7 +215,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         tool: &own,
         action: class.as_str(),
         args: Some(&call_args),
-        scope_match: who.scope_match,
+        scope_match: who.scope_refusal.is_none(),
     };
     let outcome = d.policy.evaluate(&req);
     // As the gateway lists tools: the policy's visibility, and only within the scopes.
@@ -202,7 +223,10 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", explain_json(args, &req, &outcome, visible));
     } else {
-        print!("{}", explain_text(args, &req, &outcome, visible));
+        print!(
+            "{}",
+            explain_text(args, &req, &outcome, visible, who.scope_refusal.as_deref())
+        );
     }
     Ok(())
 }
@@ -228,7 +252,13 @@ fn explain_json(args: &TestArgs, req: &Request<'_>, out: &Outcome, visible: bool
     })
 }
 
-fn explain_text(args: &TestArgs, req: &Request<'_>, out: &Outcome, visible: bool) -> String {
+fn explain_text(
+    args: &TestArgs,
+    req: &Request<'_>,
+    out: &Outcome,
+    visible: bool,
+    scope_refusal: Option<&str>,
+) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let yes_no = |b: bool| if b { "yes" } else { "no" };
@@ -244,10 +274,8 @@ fn explain_text(args: &TestArgs, req: &Request<'_>, out: &Outcome, visible: bool
     );
     let _ = writeln!(
         s,
-        "principal:   {} (labels: {labels}; scopes cover {} {}: {})",
+        "principal:   {} (labels: {labels}; scope gate passes: {})",
         req.principal_id,
-        req.server,
-        req.action,
         yes_no(req.scope_match)
     );
     let _ = writeln!(s, "decision:    {}", out.decision);
@@ -270,12 +298,8 @@ fn explain_text(args: &TestArgs, req: &Request<'_>, out: &Outcome, visible: bool
     };
     let _ = writeln!(s, "constraints: {limits}");
     let _ = writeln!(s, "listed:      {} (tools/list)", yes_no(visible));
-    if !req.scope_match {
-        let _ = writeln!(
-            s,
-            "scope gate:  DENY (the principal's scopes do not cover {} {})",
-            req.server, req.action
-        );
+    if let Some(why) = scope_refusal {
+        let _ = writeln!(s, "scope gate:  DENY, scope_mismatch ({why})");
     }
     s
 }

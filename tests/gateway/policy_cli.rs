@@ -8,6 +8,30 @@ use serde_json::Value;
 
 use crate::harness::WARDEN;
 
+/// The default principals, a read-only one and one that may only read notes.
+const WARDEN_TOML: &str = r#"registry_dir = "registry"
+policies_dir = "policies"
+stdio_principal = "local"
+cli_principal = "operator"
+
+[[principals]]
+id = "local"
+scopes = ["*:*"]
+
+[[principals]]
+id = "operator"
+labels = ["approver", "admin"]
+
+[[principals]]
+id = "rita"
+labels = ["read_only"]
+scopes = ["notes:*"]
+
+[[principals]]
+id = "nina"
+scopes = ["notes:read"]
+"#;
+
 /// A deployment folder: `warden.toml`, the shipped `registry/notes.toml` and `policies/*.yaml`.
 fn deployment() -> anyhow::Result<tempfile::TempDir> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -27,10 +51,7 @@ fn deployment() -> anyhow::Result<tempfile::TempDir> {
             std::fs::copy(&path, root.join("policies").join(name))?;
         }
     }
-    std::fs::write(
-        root.join("warden.toml"),
-        "registry_dir = \"registry\"\npolicies_dir = \"policies\"\n",
-    )?;
+    std::fs::write(root.join("warden.toml"), WARDEN_TOML)?;
     Ok(dir)
 }
 
@@ -55,19 +76,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `policy test --principal local --tool TOOL --args ARGS EXTRA… --json`, decoded.
-fn decide(dir: &Path, tool: &str, args: &str, extra: &[&str]) -> anyhow::Result<Value> {
-    let mut argv = vec![
+/// `policy test --principal WHO --tool TOOL --args ARGS --json`, decoded.
+fn decide(dir: &Path, who: &str, tool: &str, args: &str) -> anyhow::Result<Value> {
+    let argv = [
         "test",
         "--principal",
-        "local",
+        who,
         "--tool",
         tool,
         "--args",
         args,
         "--json",
     ];
-    argv.extend_from_slice(extra);
     let out = policy(dir, &argv)?;
     anyhow::ensure!(
         out.status.success(),
@@ -137,104 +157,128 @@ fn check_refuses_a_broken_file_naming_file_rule_and_key() -> anyhow::Result<()> 
 fn test_explains_the_shipped_decisions() -> anyhow::Result<()> {
     let dir = deployment()?;
     let d = dir.path();
+    let add = r#"{"title":"t","body":"b"}"#;
     // the demo's reads are allowed, its writes need approval, everything else is denied
-    for (tool, args, extra, decision, rule, visible) in [
+    for (who, tool, args, decision, rule, listed) in [
         (
+            "local",
             "notes__list_notes",
             "{}",
-            &[][..],
             "ALLOW",
             "allow-reads",
             true,
         ),
         (
+            "local",
             "notes__echo",
             r#"{"text":"hi"}"#,
-            &[],
             "ALLOW",
             "allow-reads",
             true,
         ),
         (
+            "local",
             "notes__add_note",
-            r#"{"title":"t","body":"b"}"#,
-            &[],
+            add,
             "REQUIRE_APPROVAL",
             "require-approval-for-write",
             true,
         ),
         (
+            "local",
             "notes__rug_pull",
             "{}",
-            &[],
             "REQUIRE_APPROVAL",
             "require-approval-for-write",
             true,
         ),
         // not declared in the registry: a write
         (
+            "local",
             "notes__brand_new",
             "{}",
-            &[],
             "REQUIRE_APPROVAL",
             "require-approval-for-write",
             true,
         ),
         (
+            "local",
             "notes__delete_note",
             r#"{"id":1}"#,
-            &[],
             "DENY",
             "deny-destructive",
             false,
         ),
+        // scopes: nina may only read notes, operator has no scopes, rita is read_only
         (
+            "nina",
             "notes__get_note",
             r#"{"id":1}"#,
-            &["--scope-match", "false"],
+            "ALLOW",
+            "allow-reads",
+            true,
+        ),
+        (
+            "nina",
+            "notes__add_note",
+            add,
+            "DENY",
+            "deny-scope-mismatch",
+            false,
+        ),
+        (
+            "operator",
+            "notes__get_note",
+            r#"{"id":1}"#,
+            "DENY",
+            "deny-scope-mismatch",
+            false,
+        ),
+        (
+            "rita",
+            "notes__list_notes",
+            "{}",
+            "ALLOW",
+            "allow-reads",
+            true,
+        ),
+        (
+            "rita",
+            "notes__add_note",
+            add,
             "DENY",
             "deny-scope-mismatch",
             false,
         ),
     ] {
-        let out = decide(d, tool, args, extra)?;
-        assert_eq!(out["decision"], decision, "{tool}: {out}");
-        assert_eq!(out["rule"], rule, "{tool}: {out}");
-        assert_eq!(out["visible"], visible, "{tool}: {out}");
+        let out = decide(d, who, tool, args)?;
+        assert_eq!(out["decision"], decision, "{who} {tool}: {out}");
+        assert_eq!(out["rule"], rule, "{who} {tool}: {out}");
+        assert_eq!(out["visible"], listed, "{who} {tool}: {out}");
+        assert_eq!(out["scope_match"], rule != "deny-scope-mismatch", "{out}");
         assert_eq!(out["server"], "notes", "{out}");
-        let reasons = out["reasons"].as_array().unwrap();
-        assert!(
-            reasons[0]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("{rule}: {decision} (")),
-            "{out}"
-        );
+        let first = out["reasons"][0].as_str().unwrap_or_default();
+        assert!(first.starts_with(&format!("{rule}: {decision} (")), "{out}");
     }
-    let out = decide(d, "notes__add_note", "{}", &["--label", "read_only"])?;
+    let out = decide(d, "rita", "notes__add_note", "{}")?;
     assert_eq!(out["upstream_tool"], "add_note");
     assert_eq!(out["action"], "write");
     assert_eq!(out["labels"], serde_json::json!(["read_only"]));
+    let out = decide(d, "local", "notes__add_note", "{}")?;
     assert_eq!(out["constraints"]["max_runtime_sec"], 60.0);
     assert_eq!(out["constraints"]["max_retries"], 1);
 
     // the text form names the decision, the deciding rule, the reasons and the constraints
-    let out = policy(
-        d,
-        &[
-            "test",
-            "--principal",
-            "local",
-            "--tool",
-            "notes__add_note",
-            "--args",
-            r#"{"title":"t"}"#,
-        ],
-    )?;
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
+    let text_of = |who: &str, tool: &str| -> anyhow::Result<String> {
+        let argv = ["test", "--principal", who, "--tool", tool, "--args", add];
+        let out = policy(d, &argv)?;
+        anyhow::ensure!(out.status.success(), "{}", text(&out.stderr));
+        Ok(text(&out.stdout))
+    };
+    let stdout = text_of("local", "notes__add_note")?;
     for line in [
         "tool:        notes__add_note = upstream notes, tool add_note (write), domain notes",
+        "principal:   local (labels: none; scope gate passes: yes)",
         "decision:    REQUIRE_APPROVAL",
         "rule:        require-approval-for-write",
         "reasons:     require-approval-for-write: REQUIRE_APPROVAL (mcp.action: write)",
@@ -243,19 +287,48 @@ fn test_explains_the_shipped_decisions() -> anyhow::Result<()> {
     ] {
         assert!(stdout.lines().any(|l| l == line), "{line:?} in\n{stdout}");
     }
+    // and, when it refuses, why the scope gate does
+    for (who, why) in [
+        (
+            "rita",
+            "scope gate:  DENY, scope_mismatch (a read_only principal cannot make write calls)",
+        ),
+        (
+            "nina",
+            "scope gate:  DENY, scope_mismatch (the principal's scopes do not cover notes:write)",
+        ),
+    ] {
+        let stdout = text_of(who, "notes__add_note")?;
+        assert!(stdout.lines().any(|l| l == why), "{why:?} in\n{stdout}");
+        assert!(
+            stdout.contains("rule:        deny-scope-mismatch"),
+            "{stdout}"
+        );
+    }
 
     // questions that cannot be answered: exit 2 and why
     for (argv, why) in [
         (
-            &["--tool", "github__list_repos"][..],
+            &["--principal", "local", "--tool", "github__list_repos"][..],
             "unknown tool \"github__list_repos\"",
         ),
         (
-            &["--tool", "notes__echo", "--args", "[1]"],
+            &[
+                "--principal",
+                "local",
+                "--tool",
+                "notes__echo",
+                "--args",
+                "[1]",
+            ],
             "--args must be a JSON object",
         ),
+        (
+            &["--principal", "mallory", "--tool", "notes__echo"],
+            "unknown principal \"mallory\"",
+        ),
     ] {
-        let mut full = vec!["test", "--principal", "local"];
+        let mut full = vec!["test"];
         full.extend_from_slice(argv);
         let out = policy(d, &full)?;
         assert_eq!(out.status.code(), Some(2), "{argv:?}");
