@@ -164,20 +164,20 @@ impl GatewayError {
                 None,
             )),
             // The model reads this: what happened and what a human must do.
-            Self::ApprovalPending { id, why } => Ok(CallToolResult::error(vec![ContentBlock::text(
-                format!(
+            Self::ApprovalPending { id, why } => {
+                Ok(CallToolResult::error(vec![ContentBlock::text(format!(
                     "mcp-warden: this call needs a human's approval ({why}). Approval {id} is pending. \
                      Ask an approver to approve it (admin tool `approve` with id {id}, or \
                      `mcp-warden approvals approve {id}`), then make exactly the same call again \
                      (optionally naming the approval in _meta[\"mcp-warden/approval\"] = \"{id}\"). \
                      The approval covers this principal, tool and these arguments only, once."
-                ),
-            )])),
-            Self::PolicyDenied { tool, rule, .. } => Ok(CallToolResult::error(vec![
-                ContentBlock::text(format!(
+                ))]))
+            }
+            Self::PolicyDenied { tool, rule, .. } => {
+                Ok(CallToolResult::error(vec![ContentBlock::text(format!(
                     "mcp-warden: call to `{tool}` denied by policy (rule `{rule}`)"
-                )),
-            ])),
+                ))]))
+            }
             e @ (Self::ManifestDrift { .. }
             | Self::Disabled { .. }
             | Self::ScopeMismatch { .. }

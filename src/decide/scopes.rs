@@ -31,7 +31,11 @@ impl Scopes {
             };
             let server = match server {
                 "*" => None,
-                "" => return Err(format!("scope {s:?}: the upstream is empty (use `*` for any)")),
+                "" => {
+                    return Err(format!(
+                        "scope {s:?}: the upstream is empty (use `*` for any)"
+                    ));
+                }
                 name if name.contains('*') => {
                     return Err(format!(
                         "scope {s:?}: the upstream is a name or `*`, not a pattern"
@@ -41,17 +45,9 @@ impl Scopes {
             };
             let class = match class {
                 "*" => None,
-                c => Some(
-                    CLASSES
-                        .iter()
-                        .copied()
-                        .find(|k| *k == c)
-                        .ok_or_else(|| {
-                            format!(
-                                "scope {s:?}: the class must be read, write, destructive or `*`"
-                            )
-                        })?,
-                ),
+                c => Some(CLASSES.iter().copied().find(|k| *k == c).ok_or_else(|| {
+                    format!("scope {s:?}: the class must be read, write, destructive or `*`")
+                })?),
             };
             out.push(Scope { server, class });
         }

@@ -234,9 +234,9 @@ impl ServerHandler for AgentSession {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let who = self.who(&context)?;
-        Ok(ListToolsResult::with_all_items(
-            pipeline::visible_tools(&self.gw, &who),
-        ))
+        Ok(ListToolsResult::with_all_items(pipeline::visible_tools(
+            &self.gw, &who,
+        )))
     }
 
     /// Lets rmcp validate SEP-2243 `Mcp-Param-*` headers against the exposed schema.
@@ -261,15 +261,7 @@ impl ServerHandler for AgentSession {
             None
         };
         let who = self.who(&context)?;
-        pipeline::call_tool(
-            &self.gw,
-            &who,
-            &self.chain_id,
-            request,
-            &context,
-            level,
-        )
-        .await
+        pipeline::call_tool(&self.gw, &who, &self.chain_id, request, &context, level).await
     }
 
     async fn list_resources(

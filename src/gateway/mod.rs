@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use self::catalog::Catalog;
 use self::hub::{AgentEvent, Hub};
 use crate::config::Config;
-use crate::error::GatewayError;
 use crate::decide::policy::PolicySet;
+use crate::error::GatewayError;
 use crate::store::{AuditSink, AuditWriter, ControlState, SqliteStore};
 use crate::upstream::client::Refresh;
 use crate::upstream::{self, Status, SupervisorEnv, Upstream, registry};
@@ -121,7 +121,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if policy.rule_count() == 0 {
         tracing::warn!(dir = %config.policies_dir.display(), "no policy rules: every call is denied (no rule matched = DENY)");
     }
-    tracing::info!(rules = policy.rule_count(), files = policy.files().len(), "policy loaded");
+    tracing::info!(
+        rules = policy.rule_count(),
+        files = policy.files().len(),
+        "policy loaded"
+    );
     let control = store
         .control_state()
         .await

@@ -10,9 +10,9 @@ use rmcp::service::{RequestContext, RoleServer};
 
 use crate::decide::approval::{Binding, Status};
 use crate::error::GatewayError;
-use crate::store::ApprovalError;
 use crate::gateway::Gateway;
 use crate::pipeline::policy::{NeedsApproval, Permit};
+use crate::store::ApprovalError;
 
 /// The `_meta` key under which an agent names the approval it is using.
 pub const META_KEY: &str = "mcp-warden/approval";

@@ -169,7 +169,11 @@ mod tests {
         let p = principals();
         let id = |r: Result<Authenticated, AuthnError>| r.map(|a| a.principal().id.clone());
         assert_eq!(
-            id(http(&p, &headers(Some("Bearer alice-key-0123456789")), false)),
+            id(http(
+                &p,
+                &headers(Some("Bearer alice-key-0123456789")),
+                false
+            )),
             Ok("alice".into())
         );
         assert_eq!(

@@ -79,14 +79,7 @@ async fn stages(
     // before the policy, so no rule can allow a drifted definition.
     pin_gate::check(&route, up, &params.name)?;
     // policy, then scope gate: decided on the requested action (never on model text).
-    let decided = policy::decide(
-        gw,
-        who,
-        up,
-        &route,
-        &params.name,
-        params.arguments.as_ref(),
-    )?;
+    let decided = policy::decide(gw, who, up, &route, &params.name, params.arguments.as_ref())?;
     // approval: after the policy and scope gate, so an approval never widens what the
     // principal may do; bound to the pinned hash, so a changed manifest voids it.
     let permit = match decided {
@@ -116,8 +109,7 @@ pub fn visible_tools(gw: &Gateway, who: &Authenticated) -> Vec<Tool> {
         .listed_routes()
         .filter(|(_, route)| {
             gw.upstream(route.upstream).is_ok_and(|up| {
-                !control.disabled.contains(&up.spec.name)
-                    && policy::visible(gw, who, up, route)
+                !control.disabled.contains(&up.spec.name) && policy::visible(gw, who, up, route)
             })
         })
         .map(|(tool, _)| tool.clone())

@@ -26,7 +26,8 @@ impl Permit {
     /// How long the upstream call may take: the tighter of the policy's `max_runtime_sec` and
     /// the gateway's own limit.
     pub fn time_limit(&self, gateway_limit: Duration) -> Duration {
-        self.max_runtime.map_or(gateway_limit, |m| m.min(gateway_limit))
+        self.max_runtime
+            .map_or(gateway_limit, |m| m.min(gateway_limit))
     }
 
     /// How many times a failed call may be sent again: only a read is ever retried.

@@ -72,7 +72,8 @@ async def test_with_api_keys_configured_every_http_request_needs_a_valid_key(dep
     async with running(dep) as gw:
 
         def initialize(**kw: Any) -> int:
-            status, _ = http_request(gw.url, body=INITIALIZE, headers=MCP_HEADERS, **kw)
+            kw["headers"] = {**MCP_HEADERS, **kw.get("headers", {})}
+            status, _ = http_request(gw.url, body=INITIALIZE, **kw)
             return status
 
         assert await anyio.to_thread.run_sync(lambda: initialize()) == 401, "no Authorization header"

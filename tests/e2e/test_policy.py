@@ -159,6 +159,31 @@ async def test_a_read_only_principal_is_denied_writes_whatever_its_scopes(deploy
     assert {r["decision"] for r in reads} == {"ALLOW"}, show_rows(reads)
 
 
+async def test_tools_outside_a_principals_scopes_are_hidden_and_answer_as_unknown(deploy):
+    """A tool a principal can never call is not listed, and calling it gets the answer a name
+    that does not exist gets (DESIGN.md, resolve: its existence is not revealed); the audit
+    store still records the scope mismatch."""
+    dep = keyed_deployment(deploy)
+    async with running(dep) as gw, agent_as(gw, "rita") as rita, agent_as(gw, "alice") as alice:
+        for agent, hidden in ((rita, "notes__add_note"), (alice, "notes__delete_note")):
+            names = await wait_for_tools(agent, READS)
+            assert hidden not in names, sorted(names)
+            args = {"title": "x", "body": "y"} if hidden == "notes__add_note" else {"id": 1}
+            unknown = await unknown_tool_error(agent, "notes__no_such_tool", args)
+            try:
+                answer = await unknown_tool_error(agent, hidden, args)
+            except BaseException as exc:  # pytest's Failed is not an Exception
+                raise AssertionError(
+                    f"{hidden} is hidden from this principal, yet its answer tells it apart from an unknown tool: {exc}"
+                ) from None
+            assert answer == unknown, (answer, unknown)
+    rows = await audit_where(dep, "the hidden calls", decision="DENY", server_name="notes")
+    assert {(r["actor_id"], r["exposed_name"], reason_code(r)) for r in rows} == {
+        ("rita", "notes__add_note", "scope_mismatch"),
+        ("alice", "notes__delete_note", "scope_mismatch"),
+    }, show_rows(rows)
+
+
 async def call_refused(agent: Agent, name: str, args: dict[str, Any]) -> str:
     """Call `name` and require a refusal (an error result or a protocol error); its text."""
     try:

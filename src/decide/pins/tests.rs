@@ -234,7 +234,9 @@ fn annotations_that_contradict_a_read_class_are_flagged() {
     let annotated = |name: &str, annotations: serde_json::Value| {
         hashed(
             name,
-            tool_definition(&json!({"name": name, "inputSchema": {"type": "object"}, "annotations": annotations})),
+            tool_definition(
+                &json!({"name": name, "inputSchema": {"type": "object"}, "annotations": annotations}),
+            ),
         )
     };
     let l = Lock::new(
