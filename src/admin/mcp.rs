@@ -343,10 +343,6 @@ impl ServerHandler for AdminSession {
 
 /// The admin MCP endpoint for HTTP (the lead mounts it at `/admin/mcp`): every request is
 /// authenticated by `authn` from its headers.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "mounted at /admin/mcp by downstream::http")
-)]
 pub fn http_service(
     admin: Arc<Admin>,
     authn: Authn,

@@ -4,10 +4,6 @@
 //! authenticated, label-checked (`approver` for approvals, `admin` for the rest) and audited.
 
 pub mod actions;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "mounted under /admin by downstream::http")
-)]
 pub mod http;
 pub mod mcp;
 #[cfg(test)]

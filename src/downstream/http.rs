@@ -17,6 +17,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
 use super::session::AgentSession;
+use crate::admin::{self, actions::Admin};
 use crate::gateway::Gateway;
 use crate::pipeline::authenticate;
 
@@ -63,12 +64,35 @@ pub async fn serve(
     });
     let mcp = Router::new()
         .fallback_service(mcp)
+        .layer(middleware::from_fn_with_state(
+            auth.clone(),
+            authenticate_request,
+        ));
+    // The admin surface: its MCP endpoint and its HTTP API, behind the same authentication
+    // (each action then checks the principal's labels).
+    let admin = Arc::new(Admin::new(
+        gw.config.clone(),
+        gw.store.clone(),
+        Some(gw.control_changed.clone()),
+    ));
+    let authn: admin::mcp::Authn = {
+        let gw = gw.clone();
+        Arc::new(move |headers: &http::HeaderMap| {
+            authenticate::http(&gw.principals, headers, anonymous_ok).map_err(|e| e.to_string())
+        })
+    };
+    let admin = admin::http::router(admin.clone(), authn.clone())
+        .nest_service(
+            "/mcp",
+            admin::mcp::http_service(admin, authn, shutdown.child_token()),
+        )
         .layer(middleware::from_fn_with_state(auth, authenticate_request));
     let app = Router::new()
-        .nest("/mcp", mcp)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(gw);
+        .with_state(gw)
+        .nest("/mcp", mcp)
+        .nest("/admin", admin);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
