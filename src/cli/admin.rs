@@ -55,8 +55,8 @@ pub async fn open(opts: &AdminOpts) -> anyhow::Result<(Arc<Admin>, Authenticated
     Ok((Arc::new(Admin::new(config, store, None)), who))
 }
 
-/// Run an admin subcommand on a one-thread runtime: its own result is the exit code, a setup
-/// error (config, store) exits 2.
+/// Run a one-shot subcommand (pin, the admin ones) on a one-thread runtime: its own result is
+/// the exit code; an error (config, store, anything that stopped it) is printed and exits 2.
 pub fn block_on<F>(name: &str, work: F) -> ExitCode
 where
     F: Future<Output = anyhow::Result<ExitCode>>,

@@ -27,17 +27,14 @@ pub fn main(args: ContainArgs) -> ExitCode {
         for step in 1..=3 {
             let (what, outcome) = match step {
                 1 => (
-                    "disable the upstream",
+                    "registry_disable",
                     admin
                         .registry_disable(&who, server, args.reason.clone())
                         .await,
                 ),
-                2 => (
-                    "revoke its credentials",
-                    admin.tokens_revoke(&who, server).await,
-                ),
+                2 => ("tokens_revoke", admin.tokens_revoke(&who, server).await),
                 _ => (
-                    "force approval on every write",
+                    "emergency_write_approval",
                     admin.emergency_write_approval(&who, true).await,
                 ),
             };

@@ -40,25 +40,13 @@ pub struct PinArgs {
 
 /// Run `pin`; the exit code is 0 when every upstream was pinned (or, with `--diff`, none drifted).
 pub fn main(args: PinArgs) -> std::process::ExitCode {
-    super::serve::init_tracing();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(error) => {
-            eprintln!("mcp-warden pin: cannot start the runtime: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => std::process::ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("mcp-warden pin: {error:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    super::admin::block_on("pin", async move {
+        Ok(if run(args).await? {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        })
+    })
 }
 
 /// The live state of one upstream, read for pinning.

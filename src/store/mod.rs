@@ -4,7 +4,7 @@
 //! the control state set by the admin surface (`control`).
 
 mod approvals;
-mod control;
+pub mod control;
 mod sqlite;
 
 use std::time::Duration;
@@ -15,11 +15,7 @@ use tokio::task::JoinHandle;
 use crate::config::StoreUrl;
 
 pub use approvals::ApprovalError;
-#[expect(
-    unused_imports,
-    reason = "used by the admin surface and the pipeline, not yet wired"
-)]
-pub use control::{ControlState, DisabledUpstream, Emergency, Revocation};
+pub use control::ControlState;
 pub use sqlite::SqliteStore;
 
 /// Why the store failed.

@@ -248,17 +248,14 @@ async fn contain_runs_the_three_steps_in_order() -> anyhow::Result<()> {
     assert!(out.status.success(), "{}", said(&out));
     let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
     assert!(
-        lines[0].starts_with("1. disable the upstream: ok"),
+        lines[0].starts_with("1. registry_disable: ok"),
         "{lines:#?}"
     );
-    assert!(
-        lines[1].starts_with("2. revoke its credentials: ok"),
-        "{lines:#?}"
-    );
+    assert!(lines[1].starts_with("2. tokens_revoke: ok"), "{lines:#?}");
     // A server name stands for its audience.
     assert!(lines[1].contains("https://notes.internal"), "{lines:#?}");
     assert!(
-        lines[2].starts_with("3. force approval on every write: ok"),
+        lines[2].starts_with("3. emergency_write_approval: ok"),
         "{lines:#?}"
     );
 
@@ -290,12 +287,9 @@ async fn contain_runs_the_three_steps_in_order() -> anyhow::Result<()> {
     let out = cli(&gw, &["contain", "nope"]).await?;
     assert_eq!(out.status.code(), Some(1), "{}", said(&out));
     let text = stdout(&out);
-    assert!(text.contains("1. disable the upstream: FAILED"), "{text}");
-    assert!(text.contains("2. revoke its credentials: FAILED"), "{text}");
-    assert!(
-        text.contains("3. force approval on every write: ok"),
-        "{text}"
-    );
+    assert!(text.contains("1. registry_disable: FAILED"), "{text}");
+    assert!(text.contains("2. tokens_revoke: FAILED"), "{text}");
+    assert!(text.contains("3. emergency_write_approval: ok"), "{text}");
 
     // Containment needs the admin label.
     let out = cli(&gw, &["contain", "notes", "--as", "bob"]).await?;
@@ -409,6 +403,13 @@ async fn the_admin_mcp_server_on_stdio_lists_and_runs_what_the_labels_allow() ->
         again.structured_content.unwrap_or_default()["error"],
         "approval_not_pending"
     );
+    // Accepting drift re-pins from the live manifest (here: nothing drifted).
+    let repinned = operator
+        .call_tool(call("drift_accept", json!({ "server": "notes" })))
+        .await?;
+    assert_eq!(repinned.is_error, Some(false), "{repinned:?}");
+    let data = repinned.structured_content.clone().unwrap_or_default();
+    assert_eq!(data["repinned"], false, "{data}");
     let bad = operator
         .call_tool(call(
             "emergency_write_approval",
@@ -456,6 +457,7 @@ async fn the_admin_mcp_server_on_stdio_lists_and_runs_what_the_labels_allow() ->
         ("operator admin.approvals_list", "ALLOW", "ok"),
         ("operator admin.approve", "ALLOW", "ok"),
         ("operator admin.approve", "DENY", "approval_not_pending"),
+        ("operator admin.drift_accept", "ALLOW", "ok"),
         (
             "operator admin.emergency_write_approval",
             "DENY",
