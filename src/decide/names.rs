@@ -22,6 +22,9 @@ fn allowed(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
+/// The prefix of the gateway's own tools (`warden__quarantine_fetch`); no upstream may use it.
+pub const BUILTIN_PREFIX: &str = "warden";
+
 /// Whether `name` is acceptable to every client as it is.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME && name.chars().all(allowed)

@@ -12,6 +12,9 @@ use crate::decide::pins::ItemState;
 use crate::upstream::Upstream;
 use crate::upstream::registry::ActionClass;
 
+/// Exposed names under this start are the gateway's own tools.
+const BUILTIN_TOOLS: &str = "warden__";
+
 /// Where an exposed tool goes.
 #[derive(Debug, Clone)]
 pub struct ToolRoute {
@@ -111,6 +114,13 @@ impl Catalog {
                     continue;
                 };
                 let exposed = names::expose(&spec.prefix, &item.name);
+                if exposed.starts_with(BUILTIN_TOOLS) {
+                    c.collisions.push(format!(
+                        "tool `{exposed}` of upstream `{}` is in the gateway's own namespace",
+                        spec.name
+                    ));
+                    continue;
+                }
                 if let Some(first) = owner.get(&exposed) {
                     c.collisions.push(format!(
                         "tool `{exposed}` of upstreams `{first}` and `{}`",

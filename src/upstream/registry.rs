@@ -309,6 +309,14 @@ fn load_file(path: &Path, base: &Path) -> Result<UpstreamSpec, RegistryError> {
         }
     };
     let prefix = raw.prefix.unwrap_or_else(|| name.clone());
+    if prefix == names::BUILTIN_PREFIX {
+        return Err(value_err(
+            "prefix",
+            format!(
+                "{prefix:?} is reserved for the gateway's own tools; give this upstream another prefix"
+            ),
+        ));
+    }
     if !prefix.is_empty() && !names::is_valid_prefix(&prefix) {
         return Err(value_err(
             "prefix",
