@@ -269,6 +269,9 @@ impl Admin {
             chain_id: "admin".to_owned(),
             args_digest: args_digest(act.args.as_object()),
             latency_us: i64::try_from(act.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            output_decision: "",
+            findings: String::new(),
+            quarantine_id: None,
         };
         if let Err(error) = self.store.insert(std::slice::from_ref(&row)).await {
             tracing::error!(%error, action = act.action, "admin audit row not written");
