@@ -18,9 +18,9 @@ use crate::pipeline::audit::args_digest;
 use crate::pipeline::authenticate::Authenticated;
 use crate::store::quarantine::QuarantineRefusal;
 use crate::store::{ApprovalError, AuditRecord, Decision, SqliteStore, StoreError};
+use crate::upstream::registry::{self, UpstreamSpec};
 
 mod quarantine;
-use crate::upstream::registry::{self, UpstreamSpec};
 
 /// The label that may list and decide approvals.
 pub const APPROVER: &str = "approver";
