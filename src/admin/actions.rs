@@ -16,17 +16,20 @@ use crate::config::Config;
 use crate::decide::approval::{Approval, Decider, Refusal, Status, Verdict};
 use crate::pipeline::audit::args_digest;
 use crate::pipeline::authenticate::Authenticated;
+use crate::store::quarantine::QuarantineRefusal;
 use crate::store::{ApprovalError, AuditRecord, Decision, SqliteStore, StoreError};
 use crate::upstream::registry::{self, UpstreamSpec};
 
+mod quarantine;
+
 /// The label that may list and decide approvals.
 pub const APPROVER: &str = "approver";
-/// The label that may contain incidents and accept drift.
+/// The label that may contain incidents, accept drift and review quarantined results.
 pub const ADMIN: &str = "admin";
 
-/// Most approvals one listing returns.
+/// Most approvals (or quarantined results) one listing returns.
 pub const MAX_LIST: u32 = 1000;
-/// Approvals a listing returns when no limit is given.
+/// Approvals (or quarantined results) a listing returns when no limit is given.
 pub const DEFAULT_LIST: u32 = 100;
 
 /// Why an admin action did not happen. Each has an HTTP status and an audit reason code.
@@ -48,6 +51,12 @@ pub enum AdminError {
     /// The approval rules refuse (an unknown approval included).
     #[error("approval {id}: {refusal} ({})", refusal.code())]
     Refused { id: String, refusal: Refusal },
+    /// The quarantine rules refuse (an unknown quarantined result included).
+    #[error("quarantined result {id}: {refusal} ({})", refusal.code())]
+    Quarantine {
+        id: String,
+        refusal: QuarantineRefusal,
+    },
     /// The request makes no sense.
     #[error("{0}")]
     Invalid(String),
@@ -67,6 +76,7 @@ impl AdminError {
             Self::Forbidden { .. } => "forbidden",
             Self::UnknownServer(_) => "unknown_server",
             Self::Refused { refusal, .. } => refusal.code(),
+            Self::Quarantine { refusal, .. } => refusal.code(),
             Self::Invalid(_) => "invalid_request",
             Self::Conflict(_) => "conflict",
             Self::Failed(_) => "error",
@@ -83,9 +93,17 @@ impl AdminError {
             | Self::Refused {
                 refusal: Refusal::Unknown,
                 ..
+            }
+            | Self::Quarantine {
+                refusal: QuarantineRefusal::Unknown,
+                ..
             } => S::NOT_FOUND,
-            Self::Refused { .. } | Self::Conflict(_) => S::CONFLICT,
-            Self::Invalid(_) => S::BAD_REQUEST,
+            Self::Invalid(_)
+            | Self::Quarantine {
+                refusal: QuarantineRefusal::ReasonRequired,
+                ..
+            } => S::BAD_REQUEST,
+            Self::Refused { .. } | Self::Quarantine { .. } | Self::Conflict(_) => S::CONFLICT,
             Self::Failed(_) => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -188,6 +206,28 @@ pub struct Done {
     pub data: Value,
 }
 
+impl Done {
+    /// A listing: one line per item (`empty` when there is none), and the items under `key`.
+    fn listing<V: Serialize>(
+        key: &str,
+        items: &[V],
+        line: fn(&V) -> String,
+        empty: String,
+    ) -> Self {
+        let text = if items.is_empty() {
+            empty
+        } else {
+            items.iter().map(line).collect::<Vec<_>>().join("\n")
+        };
+        let mut data = serde_json::Map::new();
+        data.insert(key.to_owned(), json!(items));
+        Self {
+            text,
+            data: Value::Object(data),
+        }
+    }
+}
+
 /// The admin surface's shared state.
 #[derive(Debug)]
 pub struct Admin {
@@ -202,7 +242,24 @@ struct Act<'a> {
     action: &'static str,
     args: Value,
     approval_id: Option<String>,
+    quarantine_id: Option<String>,
+    /// Said after `ok` in the audit reason when the action is done (a release's why).
+    note: Option<String>,
     started: Instant,
+}
+
+impl<'a> Act<'a> {
+    fn new(who: &'a Authenticated, action: &'static str, args: Value) -> Self {
+        Self {
+            who,
+            action,
+            args,
+            approval_id: None,
+            quarantine_id: None,
+            note: None,
+            started: Instant::now(),
+        }
+    }
 }
 
 impl Admin {
@@ -249,9 +306,10 @@ impl Admin {
         act: Act<'_>,
         result: Result<Done, AdminError>,
     ) -> Result<Done, AdminError> {
-        let (decision, reason) = match &result {
-            Ok(_) => (Decision::Allow, "ok".to_owned()),
-            Err(e) => (Decision::Deny, format!("{}: {e}", e.code())),
+        let (decision, reason) = match (&result, &act.note) {
+            (Ok(_), None) => (Decision::Allow, "ok".to_owned()),
+            (Ok(_), Some(note)) => (Decision::Allow, format!("ok: {note}")),
+            (Err(e), _) => (Decision::Deny, format!("{}: {e}", e.code())),
         };
         let row = AuditRecord {
             event_time: OffsetDateTime::now_utc(),
@@ -269,6 +327,9 @@ impl Admin {
             chain_id: "admin".to_owned(),
             args_digest: args_digest(act.args.as_object()),
             latency_us: i64::try_from(act.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            output_decision: "",
+            findings: String::new(),
+            quarantine_id: act.quarantine_id,
         };
         if let Err(error) = self.store.insert(std::slice::from_ref(&row)).await {
             tracing::error!(%error, action = act.action, "admin audit row not written");
@@ -298,19 +359,24 @@ impl Admin {
         F: Future<Output = Result<Done, AdminError>>,
     {
         let act = Act {
-            who,
-            action,
-            args,
             approval_id,
-            started: Instant::now(),
+            ..Act::new(who, action, args)
         };
-        let result = if Self::allowed(who, action) {
+        self.run_act(act, work).await
+    }
+
+    /// Run `work` as `act` says: label check, work, audit (refusals included).
+    async fn run_act<F>(&self, act: Act<'_>, work: F) -> Result<Done, AdminError>
+    where
+        F: Future<Output = Result<Done, AdminError>>,
+    {
+        let result = if Self::allowed(act.who, act.action) {
             work.await
         } else {
             Err(AdminError::Forbidden {
-                principal: who.principal().id.clone(),
-                action,
-                label: Self::label_for(action),
+                principal: act.who.principal().id.clone(),
+                action: act.action,
+                label: Self::label_for(act.action),
             })
         };
         self.finish(act, result).await
@@ -366,21 +432,8 @@ impl Admin {
                 .iter()
                 .map(|a| ApprovalView::new(a, now))
                 .collect();
-            let text = if list.is_empty() {
-                match status {
-                    Some(s) => format!("no {s} approvals"),
-                    None => "no approvals".to_owned(),
-                }
-            } else {
-                list.iter()
-                    .map(ApprovalView::line)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
-            Ok(Done {
-                text,
-                data: json!({ "approvals": list }),
-            })
+            let empty = status.map_or("no approvals".to_owned(), |s| format!("no {s} approvals"));
+            Ok(Done::listing("approvals", &list, ApprovalView::line, empty))
         })
         .await
     }

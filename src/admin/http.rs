@@ -2,10 +2,13 @@
 //! calls — `POST /registry/{server}/disable`, `POST /tokens/revoke` `{"audience": …}`,
 //! `POST /policy/emergency-write-approval` (`{"enabled": false}` turns it off) — and the
 //! approval endpoints: `GET /approvals[?status=S&limit=N]`, `GET /approvals/{id}`,
-//! `POST /approvals/{id}/approve|deny` (`{"reason": …}`), `POST /registry/{server}/enable`.
+//! `POST /approvals/{id}/approve|deny` (`{"reason": …}`), `POST /registry/{server}/enable`; and
+//! quarantine review: `GET /quarantine[?status=S&limit=N]`, `GET /quarantine/{id}` (the original
+//! content included), `POST /quarantine/{id}/release` (`{"reason": …}`, required).
 //!
 //! JSON answers: 200 with what was done; 401 without a valid principal, 403 without the label,
-//! 404 for an unknown server or approval, 409 for a refused transition, 400 for a bad request.
+//! 404 for an unknown server, approval or quarantined result, 409 for a refused transition, 400
+//! for a bad request (a release without a reason included).
 //! Bodies are read as JSON whatever their content type (`curl -d` says form-urlencoded), and
 //! may be empty where every field is optional.
 
@@ -25,6 +28,7 @@ use super::actions::{Admin, AdminError, Done};
 use super::mcp::Authn;
 use crate::decide::approval::Status;
 use crate::pipeline::authenticate::Authenticated;
+use crate::store::quarantine::QStatus;
 
 #[derive(Clone)]
 struct Api {
@@ -43,6 +47,9 @@ pub fn router(admin: Arc<Admin>, authn: Authn) -> Router {
         .route("/approvals/{id}", get(show))
         // `approve` or `deny`.
         .route("/approvals/{id}/{verdict}", post(decide))
+        .route("/quarantine", get(quarantine_list))
+        .route("/quarantine/{id}", get(quarantine_show))
+        .route("/quarantine/{id}/release", post(quarantine_release))
         .with_state(Api { admin, authn })
 }
 
@@ -191,16 +198,18 @@ async fn emergency(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> R
     )
 }
 
-/// `status=S&limit=N` (both optional).
-fn list_query(query: &str) -> Result<(Option<Status>, Option<u32>), String> {
+/// `status=S&limit=N` (both optional); `S` is one of `names`, read by `parse`.
+fn list_query<S, const N: usize>(
+    query: &str,
+    parse: fn(&str) -> Option<S>,
+    names: [&str; N],
+) -> Result<(Option<S>, Option<u32>), String> {
     let (mut status, mut limit) = (None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=').unwrap_or((pair, "")) {
             ("status", s) => {
-                status = Some(Status::parse(s).ok_or_else(|| {
-                    format!(
-                        "status must be one of pending, approved, denied, expired, used; got {s:?}"
-                    )
+                status = Some(parse(s).ok_or_else(|| {
+                    format!("status must be one of {}; got {s:?}", names.join(", "))
                 })?);
             }
             ("limit", n) => {
@@ -217,18 +226,37 @@ fn list_query(query: &str) -> Result<(Option<Status>, Option<u32>), String> {
     Ok((status, limit))
 }
 
+impl Api {
+    /// Who asks for listing `action`, and the query's `status` (one of `names`, read by
+    /// `parse`) and `limit`. A bad query is refused and audited.
+    async fn listing<S, const N: usize>(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        action: &'static str,
+        parse: fn(&str) -> Option<S>,
+        names: [&str; N],
+    ) -> Result<(Authenticated, Option<S>, Option<u32>), AdminError> {
+        let who = self.who(headers)?;
+        match list_query(uri.query().unwrap_or_default(), parse, names) {
+            Ok((status, limit)) => Ok((who, status, limit)),
+            Err(bad) => {
+                let args = json!({ "query": uri.query() });
+                let error = AdminError::Invalid(bad);
+                Err(self.admin.reject(&who, action, args, error).await)
+            }
+        }
+    }
+}
+
 async fn list(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
+    let names = Status::ALL.map(Status::as_str);
     answer(
         async {
-            let who = api.who(&headers)?;
-            match list_query(uri.query().unwrap_or_default()) {
-                Ok((status, limit)) => api.admin.approvals_list(&who, status, limit).await,
-                Err(bad) => {
-                    let args = json!({ "query": uri.query() });
-                    let error = AdminError::Invalid(bad);
-                    Err(api.admin.reject(&who, "approvals_list", args, error).await)
-                }
-            }
+            let (who, status, limit) = api
+                .listing(&headers, &uri, "approvals_list", Status::parse, names)
+                .await?;
+            api.admin.approvals_list(&who, status, limit).await
         }
         .await,
     )
@@ -264,6 +292,51 @@ async fn decide(
             } else {
                 api.admin.deny(&who, &id, b.reason).await
             }
+        }
+        .await,
+    )
+}
+
+async fn quarantine_list(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
+    let names = QStatus::ALL.map(QStatus::as_str);
+    answer(
+        async {
+            let (who, status, limit) = api
+                .listing(&headers, &uri, "quarantine_list", QStatus::parse, names)
+                .await?;
+            api.admin.quarantine_list(&who, status, limit).await
+        }
+        .await,
+    )
+}
+
+async fn quarantine_show(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        async {
+            let who = api.who(&headers)?;
+            api.admin.quarantine_show(&who, &id).await
+        }
+        .await,
+    )
+}
+
+async fn quarantine_release(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(
+        async {
+            let who = api.who(&headers)?;
+            // A missing reason is the action's to refuse (400 `quarantine_reason_required`).
+            let b: ReasonBody = api.body(&who, "quarantine_release", &body).await?;
+            let reason = b.reason.unwrap_or_default();
+            api.admin.quarantine_release(&who, &id, &reason).await
         }
         .await,
     )

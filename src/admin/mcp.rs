@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::actions::{Admin, AdminError, Done, MAX_LIST};
 use crate::decide::approval::Status;
 use crate::pipeline::authenticate::Authenticated;
+use crate::store::quarantine::QStatus;
 
 /// Authenticates an HTTP request from its headers (the lead's inbound authentication).
 pub type Authn = Arc<dyn Fn(&http::HeaderMap) -> Result<Authenticated, String> + Send + Sync>;
@@ -50,6 +51,8 @@ struct Def {
 
 const ID: &str = "The approval's id (apr_…), as the agent and `approvals_list` show it.";
 const REASON: &str = "Why (recorded with the decision).";
+const QID: &str =
+    "The quarantined result's id (q_…), as the agent's notice and `quarantine_list` show it.";
 
 /// Every admin tool.
 const TOOLS: &[Def] = &[
@@ -98,6 +101,21 @@ const TOOLS: &[Def] = &[
         description: "Accept an upstream's manifest drift: re-pin it from its live manifest (refused when the poisoning scan reports findings).",
         read_only: false,
     },
+    Def {
+        name: "quarantine_list",
+        description: "List results the output-safety stage withheld, newest first, with their finding kinds (not their content).",
+        read_only: true,
+    },
+    Def {
+        name: "quarantine_show",
+        description: "Show one withheld result, its original content included. The content is untrusted: it was withheld because it may carry secrets, personal data or instructions aimed at a model.",
+        read_only: true,
+    },
+    Def {
+        name: "quarantine_release",
+        description: "Release a withheld result (a reason is required): the principal whose call produced it may then fetch it once. You cannot release a result of your own call.",
+        read_only: false,
+    },
 ];
 
 fn def(name: &str) -> Option<&'static Def> {
@@ -109,14 +127,29 @@ fn schema(name: &str) -> JsonObject {
     let id = json!({"type": "string", "description": ID});
     let reason = json!({"type": "string", "description": REASON});
     let server = json!({"type": "string", "description": "The upstream's registry name."});
+    let qid = json!({"type": "string", "description": QID});
+    let limit = json!({"type": "integer", "minimum": 1, "maximum": MAX_LIST,
+                       "description": "At most this many (default 100)."});
     let (required, properties): (&[&str], Value) = match name {
         "approvals_list" => (
             &[],
             json!({
                 "status": {"type": "string", "enum": Status::ALL.map(Status::as_str),
                            "description": "Only approvals in this status."},
-                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIST,
-                          "description": "At most this many (default 100)."}}),
+                "limit": limit}),
+        ),
+        "quarantine_list" => (
+            &[],
+            json!({
+                "status": {"type": "string", "enum": QStatus::ALL.map(QStatus::as_str),
+                           "description": "Only results in this status."},
+                "limit": limit}),
+        ),
+        "quarantine_show" => (&["id"], json!({ "id": qid })),
+        "quarantine_release" => (
+            &["id", "reason"],
+            json!({ "id": qid, "reason": {"type": "string",
+                    "description": "Why it is safe to hand over (required; recorded)."}}),
         ),
         "approval_show" => (&["id"], json!({ "id": id })),
         "approve" | "deny" => (&["id"], json!({ "id": id, "reason": reason })),
@@ -158,6 +191,15 @@ fn string(args: &JsonObject, key: &str) -> Result<String, AdminError> {
             "`{key}` must be a non-empty string"
         ))),
         None => Err(AdminError::Invalid(format!("`{key}` is required"))),
+    }
+}
+
+/// An optional string argument that may be empty.
+fn opt_text(args: &JsonObject, key: &str) -> Result<Option<String>, AdminError> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(AdminError::Invalid(format!("`{key}` must be a string"))),
     }
 }
 
@@ -209,9 +251,30 @@ impl AdminSession {
     ) -> Result<Done, AdminError> {
         let a = &self.admin;
         let parsed = match d.name {
-            "approvals_list" => match parse_list(args) {
-                Ok((status, limit)) => return a.approvals_list(who, status, limit).await,
+            "approvals_list" => {
+                match parse_list(args, Status::parse, Status::ALL.map(Status::as_str)) {
+                    Ok((status, limit)) => return a.approvals_list(who, status, limit).await,
+                    Err(e) => e,
+                }
+            }
+            "quarantine_list" => {
+                match parse_list(args, QStatus::parse, QStatus::ALL.map(QStatus::as_str)) {
+                    Ok((status, limit)) => return a.quarantine_list(who, status, limit).await,
+                    Err(e) => e,
+                }
+            }
+            "quarantine_show" => match string(args, "id") {
+                Ok(id) => return a.quarantine_show(who, &id).await,
                 Err(e) => e,
+            },
+            // A missing or empty reason is the action's to refuse (`quarantine_reason_required`).
+            "quarantine_release" => match (string(args, "id"), opt_text(args, "reason")) {
+                (Ok(id), Ok(reason)) => {
+                    return a
+                        .quarantine_release(who, &id, reason.as_deref().unwrap_or_default())
+                        .await;
+                }
+                (Err(e), _) | (_, Err(e)) => e,
             },
             "approval_show" => match string(args, "id") {
                 Ok(id) => return a.approval_show(who, &id).await,
@@ -253,12 +316,18 @@ impl AdminSession {
     }
 }
 
-fn parse_list(args: &JsonObject) -> Result<(Option<Status>, Option<u32>), AdminError> {
+/// A listing's `status` (one of `names`, read by `parse`) and `limit`, both optional.
+fn parse_list<S, const N: usize>(
+    args: &JsonObject,
+    parse: fn(&str) -> Option<S>,
+    names: [&str; N],
+) -> Result<(Option<S>, Option<u32>), AdminError> {
     let status = match opt_string(args, "status")? {
         None => None,
-        Some(s) => Some(Status::parse(&s).ok_or_else(|| {
+        Some(s) => Some(parse(&s).ok_or_else(|| {
             AdminError::Invalid(format!(
-                "`status` must be one of pending, approved, denied, expired, used; got {s:?}"
+                "`status` must be one of {}; got {s:?}",
+                names.join(", ")
             ))
         })?),
     };
@@ -301,7 +370,8 @@ impl ServerHandler for AdminSession {
             .with_instructions(
                 "mcp-warden's admin tools: list, approve and deny pending approvals; contain an \
                  incident (disable an upstream, revoke its credentials, force approval on every \
-                 write); accept drift. Every call is audited.",
+                 write); accept drift; review and release quarantined results. Every call is \
+                 audited.",
             )
     }
 

@@ -115,6 +115,27 @@ impl Deployment {
             .collect()
     }
 
+    /// A result of `principal`'s call to crm__lookup, withheld for an AWS key and an e-mail
+    /// address.
+    pub async fn quarantined(&self, principal: &str) -> String {
+        let new = crate::store::quarantine::NewQuarantine {
+            principal: principal.to_owned(),
+            server: "crm".to_owned(),
+            tool: "crm__lookup".to_owned(),
+            request_id: "42".to_owned(),
+            classes: vec!["aws_access_key".to_owned(), "email".to_owned()],
+            content: serde_json::json!({
+                "content": [{"type": "text", "text": "AKIAEXAMPLEEXAMPLE12 for jane@example.com"}]
+            }),
+        };
+        self.admin
+            .store()
+            .quarantine_put(&new, time::OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+            .id
+    }
+
     /// A pending approval asked for by `principal`.
     pub async fn pending(&self, principal: &str) -> String {
         let binding = crate::decide::approval::Binding {

@@ -10,6 +10,7 @@ pub mod approvals;
 pub mod contain;
 pub mod pin;
 pub mod policy;
+pub mod quarantine;
 pub mod serve;
 
 /// mcp-warden: one MCP server in front of every registered upstream.
@@ -30,6 +31,9 @@ pub enum Command {
     Policy(policy::PolicyArgs),
     /// List, approve and deny write approvals (as `cli_principal`, or `--as ID`).
     Approvals(approvals::ApprovalsArgs),
+    /// Review results the output-safety stage withheld: list, show, release (as
+    /// `cli_principal`, or `--as ID`).
+    Quarantine(quarantine::QuarantineArgs),
     /// Contain an incident: disable an upstream, revoke its credentials, force approval on
     /// every write.
     Contain(contain::ContainArgs),
@@ -57,6 +61,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pin(args) => pin::main(args),
         Command::Policy(args) => policy::main(args),
         Command::Approvals(args) => approvals::main(args),
+        Command::Quarantine(args) => quarantine::main(args),
         Command::Contain(args) => contain::main(args),
         Command::Admin(args) => admin::main(args),
         Command::Fixture(args) => crate::fixture::main(args),

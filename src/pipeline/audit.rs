@@ -47,6 +47,9 @@ impl Draft {
                 chain_id,
                 args_digest: args_digest(args),
                 latency_us: 0,
+                output_decision: "",
+                findings: String::new(),
+                quarantine_id: None,
             },
         }
     }

@@ -1,10 +1,18 @@
 //! The store. One `mcp_audit` row per `tools/call`, on every exit path. Rows are handed to
 //! a bounded queue drained by one writer task, so the hot path never waits on the database
-//! unless the queue is full (backpressure, never loss). Also durable approvals (`approvals`) and
-//! the control state set by the admin surface (`control`).
+//! unless the queue is full (backpressure, never loss). Also durable approvals (`approvals`),
+//! the control state set by the admin surface (`control`) and withheld results (`quarantine`).
 
 mod approvals;
 pub mod control;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "put and take are the output-safety stage's and the agent's fetch tool's (issue 7), not yet wired"
+    )
+)]
+pub mod quarantine;
 mod sqlite;
 
 use std::time::Duration;
@@ -87,6 +95,14 @@ pub struct AuditRecord {
     pub args_digest: String,
     /// Wall time in the gateway, microseconds.
     pub latency_us: i64,
+    /// Post-dispatch decision of the output-safety stage: `PASS`, `REDACT`, `QUARANTINE`, or ''
+    /// when nothing was dispatched.
+    pub output_decision: &'static str,
+    /// The finding kinds of the output-safety stage, comma-separated ('' when none); never the
+    /// values found.
+    pub findings: String,
+    /// The quarantined result's id, when the stage withheld it.
+    pub quarantine_id: Option<String>,
 }
 
 /// Most rows written in one transaction.

@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, SqlitePool};
 use super::{AuditRecord, GateEvent, StoreError};
 
 /// Schema migrations, applied in order once each; never edit a shipped one.
-const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS mcp_audit (
+pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS mcp_audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_time TEXT NOT NULL,
     request_id TEXT NOT NULL,
@@ -71,7 +71,26 @@ CREATE TABLE IF NOT EXISTS revocations (
     audience TEXT PRIMARY KEY,
     revoked_before TEXT NOT NULL,
     revoked_by TEXT NOT NULL
-);"];
+);",
+"CREATE TABLE IF NOT EXISTS quarantine (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    server TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    classes TEXT NOT NULL,
+    content TEXT NOT NULL,
+    status TEXT NOT NULL,
+    released_by TEXT,
+    released_at TEXT,
+    release_reason TEXT,
+    fetched_at TEXT
+);
+CREATE INDEX IF NOT EXISTS quarantine_status ON quarantine (status, created_at);
+ALTER TABLE mcp_audit ADD COLUMN output_decision TEXT NOT NULL DEFAULT '';
+ALTER TABLE mcp_audit ADD COLUMN findings TEXT NOT NULL DEFAULT '';
+ALTER TABLE mcp_audit ADD COLUMN quarantine_id TEXT;"];
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
@@ -148,7 +167,8 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Insert rows, 256 per statement (SQLite bounds the number of bound parameters).
+    /// Insert rows, 256 per statement (SQLite bounds the number of bound parameters: 18 × 256
+    /// stays well under its limit).
     pub async fn insert(&self, rows: &[AuditRecord]) -> Result<(), StoreError> {
         for chunk in rows.chunks(256) {
             self.insert_chunk(chunk).await?;
@@ -162,7 +182,8 @@ impl SqliteStore {
         }
         let mut qb = QueryBuilder::new(
             "INSERT INTO mcp_audit (event_time, request_id, actor_id, server_name, tool_name, exposed_name, \
-             action_class, decision, stage, reason, outcome, approval_id, chain_id, args_digest, latency_us) ",
+             action_class, decision, stage, reason, outcome, approval_id, chain_id, args_digest, latency_us, \
+             output_decision, findings, quarantine_id) ",
         );
         qb.push_values(rows, |mut b, r| {
             b.push_bind(fmt_time(r.event_time))
@@ -179,7 +200,10 @@ impl SqliteStore {
                 .push_bind(&r.approval_id)
                 .push_bind(&r.chain_id)
                 .push_bind(&r.args_digest)
-                .push_bind(r.latency_us);
+                .push_bind(r.latency_us)
+                .push_bind(r.output_decision)
+                .push_bind(&r.findings)
+                .push_bind(&r.quarantine_id);
         });
         qb.build().execute(&self.pool).await?;
         Ok(())

@@ -34,7 +34,7 @@ scopes = ["notes:read"]
 "#;
 
 /// A deployment with [`PRINCIPALS`] and a migrated store (listing approvals creates it).
-async fn deployment() -> anyhow::Result<Gateway> {
+pub(crate) async fn deployment() -> anyhow::Result<Gateway> {
     let gw = Gateway::start(Transport::Stdio).await?;
     gw.configure(PRINCIPALS)?;
     let out = cli(&gw, &["approvals", "list"]).await?;
@@ -43,15 +43,15 @@ async fn deployment() -> anyhow::Result<Gateway> {
     Ok(gw)
 }
 
-async fn cli(gw: &Gateway, args: &[&str]) -> anyhow::Result<Output> {
+pub(crate) async fn cli(gw: &Gateway, args: &[&str]) -> anyhow::Result<Output> {
     Ok(gw.cli(args).stdin(Stdio::null()).output().await?)
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn said(out: &Output) -> String {
+pub(crate) fn said(out: &Output) -> String {
     format!(
         "exit {}\n--- stdout ---\n{}--- stderr ---\n{}",
         out.status,
@@ -60,7 +60,7 @@ fn said(out: &Output) -> String {
     )
 }
 
-async fn db(gw: &Gateway) -> anyhow::Result<SqliteConnection> {
+pub(crate) async fn db(gw: &Gateway) -> anyhow::Result<SqliteConnection> {
     let options = SqliteConnectOptions::new()
         .filename(gw.db_path())
         .busy_timeout(std::time::Duration::from_secs(5));
@@ -318,7 +318,7 @@ async fn contain_runs_the_three_steps_in_order() -> anyhow::Result<()> {
 }
 
 /// An rmcp client of `mcp-warden admin --stdio [--as ID]`.
-async fn admin_client(
+pub(crate) async fn admin_client(
     gw: &Gateway,
     as_id: Option<&str>,
 ) -> anyhow::Result<rmcp::service::RunningService<rmcp::RoleClient, ()>> {
@@ -332,7 +332,7 @@ async fn admin_client(
     Ok(().serve(child).await?)
 }
 
-async fn tool_names(
+pub(crate) async fn tool_names(
     client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
 ) -> anyhow::Result<Vec<String>> {
     let mut names: Vec<String> = client
@@ -345,7 +345,7 @@ async fn tool_names(
     Ok(names)
 }
 
-fn call(name: &str, args: Value) -> CallToolRequestParams {
+pub(crate) fn call(name: &str, args: Value) -> CallToolRequestParams {
     let mut p = CallToolRequestParams::new(name.to_owned());
     if let Value::Object(a) = args {
         p = p.with_arguments(a);
@@ -370,6 +370,9 @@ async fn the_admin_mcp_server_on_stdio_lists_and_runs_what_the_labels_allow() ->
             "deny",
             "drift_accept",
             "emergency_write_approval",
+            "quarantine_list",
+            "quarantine_release",
+            "quarantine_show",
             "registry_disable",
             "registry_enable",
             "tokens_revoke",

@@ -7,6 +7,7 @@ mod harness;
 mod admin;
 mod list_changed;
 mod policy_cli;
+mod quarantine;
 mod round_trip;
 mod shutdown;
 mod unknown_tool;

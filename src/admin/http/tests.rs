@@ -42,6 +42,24 @@ async fn send(
     (status, json)
 }
 
+/// GET?, path, as whom, body, status, error code.
+type Case<'a> = (bool, String, Option<&'a str>, Option<&'a str>, u16, &'a str);
+
+/// Send each case in order; each answers with its status and (unless 200) its error code and
+/// a message.
+async fn check<const N: usize>(base: &str, cases: [Case<'_>; N]) {
+    for (get, path, who, body, status, error) in cases {
+        let (s, j) = send(base, get, &path, who, body).await;
+        assert_eq!(s, status, "{path} as {who:?}: {j}");
+        if status == 200 {
+            assert!(j.get("error").is_none(), "{path}: {j}");
+        } else {
+            assert_eq!(j["error"], error, "{path} as {who:?}: {j}");
+            assert!(j["message"].as_str().is_some_and(|m| !m.is_empty()), "{j}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_containment_script_works_as_written() {
     let d = Deployment::new().await;
@@ -94,8 +112,6 @@ async fn statuses_say_what_went_wrong() {
     let d = Deployment::new().await;
     let base = serve(&d).await;
     let id = d.pending("alice").await;
-    /// GET?, path, as whom, body, status, error code.
-    type Case<'a> = (bool, String, Option<&'a str>, Option<&'a str>, u16, &'a str);
     #[rustfmt::skip]
     let cases: [Case; 14] = [
         (false, "/registry/notes/disable".into(), None, None, 401, "unauthenticated"),
@@ -113,16 +129,7 @@ async fn statuses_say_what_went_wrong() {
         (false, "/approvals/apr_nope/approve".into(), Some("bob"), None, 404, "approval_unknown"),
         (true, format!("/approvals/{id}"), Some("bob"), None, 200, ""),
     ];
-    for (get, path, who, body, status, error) in cases {
-        let (s, j) = send(&base, get, &path, who, body).await;
-        assert_eq!(s, status, "{path} as {who:?}: {j}");
-        if status == 200 {
-            assert!(j.get("error").is_none(), "{path}: {j}");
-        } else {
-            assert_eq!(j["error"], error, "{path} as {who:?}: {j}");
-            assert!(j["message"].as_str().is_some_and(|m| !m.is_empty()), "{j}");
-        }
-    }
+    check(&base, cases).await;
     let (s, j) = send(
         &base,
         true,
@@ -144,4 +151,57 @@ async fn statuses_say_what_went_wrong() {
     assert_eq!(s, 404);
     // Everything but the unauthenticated requests (and the route that does not exist) is audited.
     assert_eq!(d.audit().await.len(), 13);
+}
+
+#[tokio::test]
+async fn quarantine_is_reviewed_over_http() {
+    let d = Deployment::new().await;
+    let base = serve(&d).await;
+    let id = d.quarantined("alice").await;
+    let release = format!("/quarantine/{id}/release");
+    #[rustfmt::skip]
+    let cases: [Case; 11] = [
+        (true, "/quarantine".into(), None, None, 401, "unauthenticated"),
+        (true, "/quarantine".into(), Some("bob"), None, 403, "forbidden"),
+        (true, "/quarantine?status=bogus".into(), Some("carol"), None, 400, "invalid_request"),
+        (true, "/quarantine/q_nope".into(), Some("carol"), None, 404, "quarantine_unknown"),
+        (false, release.clone(), Some("alice"), Some(r#"{"reason":"mine"}"#), 403, "forbidden"),
+        (false, release.clone(), Some("carol"), None, 400, "quarantine_reason_required"),
+        (false, release.clone(), Some("carol"), Some(r#"{"why":"x"}"#), 400, "invalid_request"),
+        (false, "/quarantine/q_nope/release".into(), Some("carol"), Some(r#"{"reason":"x"}"#), 404, "quarantine_unknown"),
+        (false, release.clone(), Some("carol"), Some(r#"{"reason":"false positive"}"#), 200, ""),
+        (false, release.clone(), Some("operator"), Some(r#"{"reason":"again"}"#), 409, "quarantine_not_held"),
+        (true, format!("/quarantine/{id}"), Some("carol"), None, 200, ""),
+    ];
+    check(&base, cases).await;
+    let (s, j) = send(
+        &base,
+        true,
+        &format!("/quarantine/{id}"),
+        Some("carol"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(j["item"]["status"], "released", "{j}");
+    assert_eq!(j["item"]["released_by"], "carol", "{j}");
+    assert_eq!(j["item"]["release_reason"], "false positive", "{j}");
+    assert!(j["item"]["content"]["content"].is_array(), "{j}");
+    let (s, j) = send(
+        &base,
+        true,
+        "/quarantine?status=released&limit=5",
+        Some("operator"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(j["items"][0]["id"], id.as_str(), "{j}");
+    assert!(j["items"][0].get("content").is_none(), "{j}");
+    assert!(
+        j["message"].as_str().is_some_and(|m| m.contains(&id)),
+        "{j}"
+    );
+    // Everything but the unauthenticated request is audited.
+    assert_eq!(d.audit().await.len(), 12);
 }

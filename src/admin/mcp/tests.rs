@@ -75,6 +75,9 @@ async fn over_http_each_request_is_authenticated_and_sees_what_its_labels_allow(
         [
             "drift_accept",
             "emergency_write_approval",
+            "quarantine_list",
+            "quarantine_release",
+            "quarantine_show",
             "registry_disable",
             "registry_enable",
             "tokens_revoke"
