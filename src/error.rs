@@ -55,6 +55,21 @@ pub enum GatewayError {
         code: &'static str,
         detail: String,
     },
+    /// The arguments of one of the gateway's own tools are not what it takes.
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
+    /// A quarantined item cannot be fetched (unknown, not released, fetched, someone else's).
+    #[error("quarantine {id}: {detail} ({code})")]
+    QuarantineRefused {
+        id: String,
+        code: &'static str,
+        detail: String,
+    },
+    /// A resource or prompt answer was withheld by the output-safety stage.
+    #[error(
+        "the answer was withheld (quarantine {id}) because it contained: {classes}; an administrator can review and release it"
+    )]
+    Quarantined { id: String, classes: String },
     /// The store could not be read or written where a decision needs it (fail closed).
     #[error("the gateway's store is unavailable: {0}")]
     Store(String),
@@ -91,7 +106,10 @@ impl GatewayError {
             | Self::PolicyDenied { .. }
             | Self::ScopeMismatch { .. }
             | Self::ApprovalRefused { .. }
+            | Self::InvalidArguments(_)
+            | Self::QuarantineRefused { .. }
             | Self::Store(_) => Decision::Deny,
+            Self::Quarantined { .. } => Decision::Allow,
             Self::ApprovalPending { .. } => Decision::RequireApproval,
             Self::Timeout { .. }
             | Self::Cancelled
@@ -112,6 +130,8 @@ impl GatewayError {
             Self::ApprovalPending { .. } | Self::ApprovalRefused { .. } | Self::Store(_) => {
                 "approval"
             }
+            Self::InvalidArguments(_) => "resolve",
+            Self::QuarantineRefused { .. } | Self::Quarantined { .. } => "output",
             Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Cancelled
@@ -134,6 +154,9 @@ impl GatewayError {
             Self::ApprovalPending { .. } => "approval_pending",
             Self::ApprovalRefused { code, .. } => code,
             Self::Store(_) => "store_unavailable",
+            Self::InvalidArguments(_) => "invalid_arguments",
+            Self::QuarantineRefused { code, .. } => code,
+            Self::Quarantined { .. } => "quarantined",
             Self::Unavailable { .. } => "upstream_unavailable",
             Self::Timeout { .. } => "timeout",
             Self::Cancelled => "cancelled",
@@ -173,6 +196,13 @@ impl GatewayError {
                      The approval covers this principal, tool and these arguments only, once."
                 ))]))
             }
+            Self::InvalidArguments(_) => Err(McpError::invalid_params(self.to_string(), None)),
+            // Someone else's item is answered as an unknown one: its existence is not revealed.
+            Self::QuarantineRefused { id, code, .. } if code == "quarantine_other_principal" => {
+                Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "mcp-warden: quarantine {id}: no such item (quarantine_unknown)"
+                ))]))
+            }
             Self::PolicyDenied { tool, rule, .. } => {
                 Ok(CallToolResult::error(vec![ContentBlock::text(format!(
                     "mcp-warden: call to `{tool}` denied by policy (rule `{rule}`)"
@@ -182,6 +212,8 @@ impl GatewayError {
             | Self::Disabled { .. }
             | Self::ScopeMismatch { .. }
             | Self::ApprovalRefused { .. }
+            | Self::QuarantineRefused { .. }
+            | Self::Quarantined { .. }
             | Self::Store(_)
             | Self::Unavailable { .. }
             | Self::Timeout { .. }
@@ -195,7 +227,7 @@ impl GatewayError {
     /// The answer to any other request: always a protocol error.
     pub fn into_mcp(self) -> McpError {
         match self {
-            Self::UnknownTool(_) | Self::UnknownPrompt(_) => {
+            Self::UnknownTool(_) | Self::UnknownPrompt(_) | Self::InvalidArguments(_) => {
                 McpError::invalid_params(self.to_string(), None)
             }
             Self::UnknownResource(uri) => {
@@ -208,6 +240,8 @@ impl GatewayError {
             | Self::ScopeMismatch { .. }
             | Self::ApprovalPending { .. }
             | Self::ApprovalRefused { .. }
+            | Self::QuarantineRefused { .. }
+            | Self::Quarantined { .. }
             | Self::Store(_)
             | Self::Unavailable { .. }
             | Self::Timeout { .. }

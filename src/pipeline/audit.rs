@@ -73,6 +73,30 @@ impl Draft {
         &self.row.args_digest
     }
 
+    /// The gateway-assigned id of this call.
+    pub fn request_id(&self) -> &str {
+        &self.row.request_id
+    }
+
+    /// Record the output-safety verdict: `PASS`, `REDACT` or `QUARANTINE`, and the finding
+    /// kinds (never what was found).
+    pub fn output(&mut self, decision: &'static str, classes: &[String]) {
+        self.row.output_decision = decision;
+        self.row.findings = classes.join(",");
+    }
+
+    /// Record the quarantine item this call produced or fetched.
+    pub fn quarantined(&mut self, id: &str) {
+        self.row.quarantine_id = Some(id.to_owned());
+    }
+
+    /// Record a call to one of the gateway's own tools.
+    pub fn builtin(&mut self, tool: &str, class: &str) {
+        self.row.server_name = "mcp-warden".to_owned();
+        tool.clone_into(&mut self.row.tool_name);
+        class.clone_into(&mut self.row.action_class);
+    }
+
     /// Where the approval stage records the approval it used, requested or refused.
     pub fn approval_slot(&mut self) -> &mut Option<String> {
         &mut self.row.approval_id
