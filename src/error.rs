@@ -197,6 +197,12 @@ impl GatewayError {
                 ))]))
             }
             Self::InvalidArguments(_) => Err(McpError::invalid_params(self.to_string(), None)),
+            // A tool outside the principal's scopes is never listed to it, so it is answered as
+            // an unknown one (the audit row keeps `scope_mismatch`).
+            Self::ScopeMismatch { tool, .. } => Err(McpError::invalid_params(
+                format!("unknown tool: {tool}"),
+                None,
+            )),
             // Someone else's item is answered as an unknown one: its existence is not revealed.
             Self::QuarantineRefused { id, code, .. } if code == "quarantine_other_principal" => {
                 Ok(CallToolResult::error(vec![ContentBlock::text(format!(
@@ -210,7 +216,7 @@ impl GatewayError {
             }
             e @ (Self::ManifestDrift { .. }
             | Self::Disabled { .. }
-            | Self::ScopeMismatch { .. }
+            
             | Self::ApprovalRefused { .. }
             | Self::QuarantineRefused { .. }
             | Self::Quarantined { .. }

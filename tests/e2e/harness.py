@@ -924,13 +924,19 @@ def result_json(result: Any) -> Any:
         return text
 
 
-def keyed_deployment(make: Callable[..., Deployment], policies: dict[str, str] | None = None, **kwargs: Any) -> Deployment:
-    """The notes upstream behind a gateway with the principals of `PRINCIPALS_TOML` (API keys in
-    the environment of every process) and `policies` (default: the shipped set); control state
-    and policies are re-read every 0.2 s."""
+def keyed_deployment(
+    make: Callable[..., Deployment],
+    policies: dict[str, str] | None = None,
+    notes: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Deployment:
+    """The notes upstream (`notes`: its registry entry, default `notes_upstream()`) behind a
+    gateway with the principals of `PRINCIPALS_TOML` (API keys in the environment of every
+    process) and `policies` (default: the shipped set); control state and policies are re-read
+    every 0.2 s."""
     extra = {"control": {"poll_sec": 0.2}, "policy": {"reload_sec": 0.2}, **kwargs.pop("extra", {})}
     return make(
-        {"notes": notes_upstream()},
+        {"notes": notes or notes_upstream()},
         policies=shipped_policies() if policies is None else policies,
         toml_extra=PRINCIPALS_TOML + kwargs.pop("toml_extra", ""),
         env={**KEY_ENV, **kwargs.pop("env", {})},

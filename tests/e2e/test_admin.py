@@ -208,10 +208,22 @@ async def test_containment_endpoints_disable_an_upstream_and_revoke_its_credenti
         status, _ = await post(gw, "/admin/registry/no-such-upstream/disable", "bob")
         assert status in (400, 404), f"disabling an unregistered upstream answered {status}"
 
+        # the incident is over: bob puts notes back in service from his MCP client
+        async with admin_as(gw, "bob") as bob:
+            enabled = await bob.client.call_tool("registry_enable", {"server": "notes"})
+            assert not enabled.is_error, text_of(enabled)
+        await wait_for_tools(alice, {"notes__list_notes", "notes__add_note"})
+        assert len(await note_titles(alice)) == 2
+
     rows = await audit_where(dep, "the refused calls", exposed_name="notes__list_notes", decision="DENY")
-    assert reason_code(rows[-1]) == "upstream_disabled", show_rows(rows)
+    assert [reason_code(r) for r in rows] == ["upstream_disabled"], show_rows(rows)
     admin = await audit_where(dep, "bob's containment rows", server_name="mcp-warden", actor_id="bob", decision="ALLOW")
-    assert len(admin) == 2 and {r["action_class"] for r in admin} == {"admin"}, show_rows(admin)
+    assert sorted(r["tool_name"] for r in admin) == ["registry_disable", "registry_enable", "tokens_revoke"], show_rows(admin)
+    assert {r["action_class"] for r in admin} == {"admin"}, show_rows(admin)
+    unknown = await audit_where(dep, "the refused disable", server_name="mcp-warden", decision="DENY")
+    assert [(r["actor_id"], r["tool_name"], reason_code(r)) for r in unknown] == [
+        ("bob", "registry_disable", "unknown_server")
+    ], show_rows(unknown)
 
 
 async def refused(agent: Agent, name: str, args: dict[str, Any] | None = None) -> str:

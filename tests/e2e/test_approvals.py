@@ -213,6 +213,38 @@ async def test_nobody_approves_their_own_request_and_only_approvers_approve(depl
     assert [(r["actor_id"], r["approval_id"]) for r in granted] == [("bob", aid)], show_rows(granted)
 
 
+async def test_an_approval_dies_with_the_manifest_it_was_given_for(deploy):
+    """Approved, then the tool's definition changes and an operator re-pins it: the approval,
+    bound to the old pinned hash, no longer runs the call."""
+    tools = {**notes_upstream()["tools"], "echo": "write", "rug_pull": "read"}  # echo is held, rug_pull runs
+    dep = keyed_deployment(deploy, notes=notes_upstream(tools=tools), pins={"recheck_sec": 1})
+    args = {"text": "approved under the old manifest"}
+    async with running(dep) as gw, agent_as(gw, "alice") as alice, admin_as(gw, "bob") as bob:
+        await wait_for_tools(alice, {"notes__echo", "notes__rug_pull"})
+        aid = pending_approval(await alice.client.call_tool("notes__echo", args))
+        await approve(bob, aid)
+
+        pulled = await alice.client.call_tool("notes__rug_pull", {})
+        assert not pulled.is_error, text_of(pulled)
+        repinned = await anyio.to_thread.run_sync(lambda: dep.run_pin("notes", "--by", "e2e", "--accept-findings"))
+        assert repinned.returncode == 0, said(repinned)
+
+        async def new_definition_served() -> bool:
+            tools_now = {t.name: t for t in (await alice.client.list_tools()).tools}
+            echo = tools_now.get("notes__echo")
+            return echo is not None and "id_rsa" in (echo.description or "")
+
+        await eventually(new_definition_served, timeout=30, what="the re-pinned echo to be listed")
+        refused(
+            await alice.client.call_tool("notes__echo", args, meta={APPROVAL_META: aid}), "approval_manifest_changed"
+        )
+        assert pending_approval(await alice.client.call_tool("notes__echo", args)) != aid
+
+    rows = await audit_where(dep, "echo rows", exposed_name="notes__echo", actor_id="alice")
+    assert not [r for r in rows if r["decision"] == "ALLOW"], "the echo never ran:\n" + show_rows(rows)
+    assert [reason_code(r) for r in rows if r["approval_id"] == aid][-1] == "approval_manifest_changed", show_rows(rows)
+
+
 async def try_admin_approve(gw, who: str, approval_id: str) -> str | None:
     """What the admin surface says when `who` approves `approval_id`: None if it was approved,
     else the refusal (a refused connection or an error result)."""
