@@ -216,7 +216,6 @@ impl GatewayError {
             }
             e @ (Self::ManifestDrift { .. }
             | Self::Disabled { .. }
-            
             | Self::ApprovalRefused { .. }
             | Self::QuarantineRefused { .. }
             | Self::Quarantined { .. }
