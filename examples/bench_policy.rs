@@ -13,6 +13,12 @@
 #[path = "../src/decide/policy/mod.rs"]
 #[allow(dead_code, reason = "the benchmark uses part of the module")]
 mod policy;
+// what the policy module refers to as `super::safety` (and that as `super::chars`)
+#[path = "../src/decide/chars.rs"]
+mod chars;
+#[path = "../src/decide/safety/mod.rs"]
+#[allow(dead_code, reason = "the benchmark uses part of the module")]
+mod safety;
 
 use std::hint::black_box;
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod admin;
 pub mod approvals;
+pub mod classify;
 pub mod contain;
 pub mod pin;
 pub mod policy;
@@ -37,6 +38,9 @@ pub enum Command {
     /// Contain an incident: disable an upstream, revoke its credentials, force approval on
     /// every write.
     Contain(contain::ContainArgs),
+    /// Classify a text as the output safety stage would (`classify FILE`), or score the
+    /// classifier on the labelled corpus (`classify --eval`).
+    Classify(classify::ClassifyArgs),
     /// Serve the admin MCP tools on stdio (`--stdio`), as `cli_principal` (or `--as ID`).
     Admin(admin::AdminArgs),
     /// Run a fixture MCP server (the demo notes server, the conformance fixture).
@@ -64,6 +68,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Quarantine(args) => quarantine::main(args),
         Command::Contain(args) => contain::main(args),
         Command::Admin(args) => admin::main(args),
+        Command::Classify(args) => classify::main(args),
         Command::Fixture(args) => crate::fixture::main(args),
     }
 }

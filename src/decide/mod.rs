@@ -9,8 +9,17 @@
 )]
 pub mod approval;
 pub mod canonical;
+pub mod chars;
 pub mod names;
 pub mod pins;
 pub mod policy;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the JSON walk and the verdict are wired by the pipeline's output stage, not yet"
+    )
+)]
+pub mod safety;
 pub mod scan;
 pub mod scopes;

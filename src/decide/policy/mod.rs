@@ -30,6 +30,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use self::matchers::{ArgMatcher, Globs, LabelCond};
+use self::parse::{Setting, What};
+use super::safety::{Category, Classifier, OutputPolicy, builtin_category};
 
 /// What a policy says about a call. Ordered by restrictiveness: `Allow < RequireApproval < Deny`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -175,13 +177,17 @@ pub struct RuleInfo<'a> {
     pub decision: Decision,
 }
 
-/// Every rule of every policy file, compiled. The default (empty) set denies everything.
+/// Every rule of every policy file, compiled, and the merged `output:` sections. The default
+/// (empty) set denies everything, and classifies output with the built-in detectors and the
+/// default actions.
 #[derive(Debug, Default)]
 pub struct PolicySet {
     rules: Vec<Rule>,
     files: Vec<PathBuf>,
     /// [`sources_digest`] of what it was compiled from; empty for the default set.
     digest: String,
+    output: OutputPolicy,
+    classifier: Classifier,
 }
 
 /// sha256 (hex) over policy files given as (path, contents), in path order whatever the order
@@ -212,9 +218,12 @@ impl PolicySet {
             digest: sources_digest(files),
             ..Self::default()
         };
+        let mut settings: Vec<(&PathBuf, Setting)> = Vec::new();
         for (index, (path, text)) in sorted.into_iter().enumerate() {
             set.files.push(path.clone());
-            for rule in parse::file(path, text, index)? {
+            let parsed = parse::file(path, text, index)?;
+            settings.extend(parsed.output.into_iter().map(|s| (path, s)));
+            for rule in parsed.rules {
                 if let Some(first) = set.rules.iter().find(|r| r.id == rule.id) {
                     return Err(PolicyError::DuplicateId {
                         id: rule.id.to_string(),
@@ -226,7 +235,29 @@ impl PolicySet {
                 set.rules.push(rule);
             }
         }
+        set.output = merge_output(settings)?;
+        let patterns = set.output.custom_patterns();
+        if !patterns.is_empty() {
+            set.classifier =
+                Classifier::new(&patterns).map_err(|message| PolicyError::Invalid {
+                    file: set.files.first().cloned().unwrap_or_default(),
+                    rule: None,
+                    line: None,
+                    key: "output.patterns".to_owned(),
+                    message,
+                })?;
+        }
         Ok(set)
+    }
+
+    /// The merged `output:` sections: actions, shadow mode, custom patterns.
+    pub fn output(&self) -> &OutputPolicy {
+        &self.output
+    }
+
+    /// The output classifier: the built-in detectors and every custom pattern, compiled once.
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
     }
 
     /// Decide one call.
@@ -311,6 +342,54 @@ impl PolicySet {
     }
 }
 
+/// Merge the `output:` settings of every file (in file order); a key set in two places, or an
+/// action for a name that is no kind, category or custom pattern, is an error.
+fn merge_output(settings: Vec<(&PathBuf, Setting)>) -> Result<OutputPolicy, PolicyError> {
+    let mut seen: Vec<(&str, &PathBuf)> = Vec::new();
+    for (path, setting) in &settings {
+        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == setting.key) {
+            return Err(PolicyError::DuplicateKey {
+                key: setting.key.clone(),
+                first: (*first).clone(),
+                second: (*path).clone(),
+            });
+        }
+        seen.push((&setting.key, path));
+    }
+    let mut output = OutputPolicy::default();
+    for (_, setting) in &settings {
+        if let What::Pattern(p) = &setting.what {
+            output.add_pattern(p.clone());
+        }
+    }
+    for (path, setting) in settings {
+        match setting.what {
+            What::Shadow(scope, on) => output.set_shadow(&scope, on),
+            What::Action(scope, name, action) => {
+                let known = builtin_category(&name).is_some()
+                    || Category::parse(&name).is_some()
+                    || output.patterns().iter().any(|p| p.pattern.name == name);
+                if !known {
+                    return Err(PolicyError::Invalid {
+                        file: path.clone(),
+                        rule: None,
+                        line: None,
+                        key: setting.key,
+                        message: format!(
+                            "unknown kind or category `{name}` (expected secret, pii, injection, \
+                             hidden, a built-in kind such as aws_access_key or email, or the \
+                             name of a custom pattern)"
+                        ),
+                    });
+                }
+                output.set_action(scope, &name, action);
+            }
+            What::Pattern(_) => {}
+        }
+    }
+    Ok(output)
+}
+
 /// Why policy files cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -345,6 +424,17 @@ pub enum PolicyError {
         key: String,
         /// What is wrong and what was expected.
         message: String,
+    },
+    /// An `output:` key is set in two places (two files, or a pattern's `action` and the
+    /// `actions` of the same scope): ambiguous, so refused.
+    #[error("{}: key `{key}`: set twice (also in {})", .second.display(), .first.display())]
+    DuplicateKey {
+        /// The key path, e.g. `output.upstreams.crm.actions.pii`.
+        key: String,
+        /// The file where it was set first.
+        first: PathBuf,
+        /// The file where it was set again.
+        second: PathBuf,
     },
     /// Two rules have the same id.
     #[error(

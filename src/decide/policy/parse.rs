@@ -12,12 +12,16 @@ use serde_yaml_ng::{Mapping, Value};
 use super::matchers::{ArgMatcher, ArgTest, Globs, LabelCond, LabelKey, Pointer};
 use super::{Constraints, Decision, PolicyError, Rule};
 
+mod output;
+
+pub(super) use self::output::{Setting, What};
+
 /// The only format version.
 const VERSION: &str = "v1";
 /// Longest rule id.
 const MAX_ID: usize = 128;
 
-const FILE_KEYS: &[&str] = &["version", "rules"];
+const FILE_KEYS: &[&str] = &["version", "rules", "output"];
 const RULE_KEYS: &[&str] = &[
     "id",
     "description",
@@ -205,8 +209,15 @@ fn globs(value: &Value, at: &At<'_>, path: &str) -> Result<Globs, PolicyError> {
     Ok(Globs::new(&patterns))
 }
 
-/// Parse, validate and compile one file; its rules refer to file `index`.
-pub(super) fn file(path: &Path, text: &str, index: usize) -> Result<Vec<Rule>, PolicyError> {
+/// What one file holds: its rules and the settings of its `output:` section.
+pub(super) struct Parsed {
+    pub rules: Vec<Rule>,
+    pub output: Vec<Setting>,
+}
+
+/// Parse, validate and compile one file; its rules refer to file `index`. `rules` may be left
+/// out of a file that has an `output:` section.
+pub(super) fn file(path: &Path, text: &str, index: usize) -> Result<Parsed, PolicyError> {
     let syntax = |e: serde_yaml_ng::Error| PolicyError::Syntax {
         file: path.to_path_buf(),
         line: e.location().map(|l| l.line()),
@@ -244,21 +255,27 @@ pub(super) fn file(path: &Path, text: &str, index: usize) -> Result<Vec<Rule>, P
             ));
         }
     }
+    let output = match map.get("output") {
+        Some(v) => output::section(v, &at)?,
+        None => Vec::new(),
+    };
     let rules = match map.get("rules") {
-        Some(Value::Sequence(rules)) => rules,
+        Some(Value::Sequence(rules)) => rules.as_slice(),
         Some(v) => {
             return Err(at.err(
                 "rules",
                 format!("expected a list of rules, found {}", kind(v)),
             ));
         }
+        None if map.contains_key("output") => &[],
         None => return Err(at.err("rules", "missing (expected a list of rules)")),
     };
-    rules
+    let rules = rules
         .iter()
         .enumerate()
         .map(|(i, value)| rule(value, &at, &format!("rules[{i}]"), text, index))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(Parsed { rules, output })
 }
 
 fn rule(

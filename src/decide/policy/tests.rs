@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use super::*;
 
 mod golden;
+mod output;
 mod validation;
 
 /// A request, built from defaults: principal `alice` without labels, whose scopes cover the

@@ -37,7 +37,7 @@ fn validation_errors() {
         ),
         (
             "version: v1\nrules: []\nextra: 1",
-            "a.yaml: key `extra`: unknown key (expected one of `version`, `rules`)",
+            "a.yaml: key `extra`: unknown key (expected one of `version`, `rules`, `output`)",
         ),
         (
             "version: v1\nrules:\n  - id: [",
