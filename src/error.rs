@@ -204,11 +204,13 @@ impl GatewayError {
                 None,
             )),
             // Someone else's item is answered as an unknown one: its existence is not revealed.
-            Self::QuarantineRefused { id, code, .. } if code == "quarantine_other_principal" => {
-                Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                    "mcp-warden: quarantine {id}: no such item (quarantine_unknown)"
-                ))]))
-            }
+            Self::QuarantineRefused {
+                id,
+                code: "quarantine_other_principal",
+                ..
+            } => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "mcp-warden: quarantine {id}: no such item (quarantine_unknown)"
+            ))])),
             Self::PolicyDenied { tool, rule, .. } => {
                 Ok(CallToolResult::error(vec![ContentBlock::text(format!(
                     "mcp-warden: call to `{tool}` denied by policy (rule `{rule}`)"

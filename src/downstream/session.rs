@@ -289,8 +289,10 @@ impl ServerHandler for AgentSession {
         mut request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
+        let who = self.who(&context)?;
         let run = async {
             let (index, original) = self.resolve_uri(&request.uri)?;
+            let own_uri = original.clone();
             request.uri = original;
             request.meta = None;
             let (up, mut resp) = self
@@ -299,6 +301,15 @@ impl ServerHandler for AgentSession {
                 })
                 .await?;
             if let ReadResourceResponse::Complete(r) = &mut resp {
+                // output safety: what the model reads is classified like a tool result.
+                pipeline::safety::resource(
+                    &self.gw,
+                    &who.principal().id,
+                    &up.spec.name,
+                    &own_uri,
+                    &mut r.contents,
+                )
+                .await?;
                 rewrite_contents(&up.spec.prefix, &mut r.contents);
                 r.result_type.get_or_insert(ResultType::COMPLETE);
             }
@@ -322,6 +333,7 @@ impl ServerHandler for AgentSession {
         mut request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
+        let who = self.who(&context)?;
         let run = async {
             let (index, original) = {
                 let catalog = self.gw.catalog.load();
@@ -330,14 +342,23 @@ impl ServerHandler for AgentSession {
                     .ok_or_else(|| GatewayError::UnknownPrompt(request.name.clone()))?;
                 (i, n.to_owned())
             };
+            let own_name = original.clone();
             request.name = original;
             request.meta = None;
-            let (_, mut resp) = self
+            let (up, mut resp) = self
                 .forward(index, &context, |peer| async move {
                     peer.get_prompt_once(request).await
                 })
                 .await?;
             if let GetPromptResponse::Complete(r) = &mut resp {
+                pipeline::safety::prompt(
+                    &self.gw,
+                    &who.principal().id,
+                    &up.spec.name,
+                    &own_name,
+                    &mut r.messages,
+                )
+                .await?;
                 r.result_type.get_or_insert(ResultType::COMPLETE);
             }
             Ok(resp)

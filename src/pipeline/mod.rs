@@ -13,6 +13,7 @@ pub mod pin_gate;
 pub mod policy;
 pub mod registry_gate;
 pub mod resolve;
+pub mod safety;
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolRequestParams, CallToolResponse, LoggingLevel, Tool};
@@ -67,6 +68,11 @@ async fn stages(
     log_level: Option<LoggingLevel>,
     draft: &mut audit::Draft,
 ) -> Result<CallToolResponse, GatewayError> {
+    // The gateway's own tool: a released quarantined result, to the principal it belongs to.
+    if params.name == safety::FETCH_TOOL {
+        draft.builtin("quarantine_fetch", "read");
+        return safety::fetch(gw, &who.principal().id, params.arguments.as_ref(), draft).await;
+    }
     // resolve: before anything touches an upstream, the name must be one we expose.
     let catalog = gw.catalog.load();
     let route = resolve::tool(&catalog, &params.name)?;
@@ -96,8 +102,21 @@ async fn stages(
             result?
         }
     };
-    // dispatch: last, under the permit's time limit and the agent's cancellation.
-    dispatch::call_tool(gw, up, &route.original, params, ctx, &permit, log_level).await
+    let exposed = params.name.to_string();
+    // dispatch: under the permit's time limit and the agent's cancellation.
+    let response =
+        dispatch::call_tool(gw, up, &route.original, params, ctx, &permit, log_level).await?;
+    // output safety: after dispatch, before the agent (or the audit row) sees the answer.
+    safety::tool_result(
+        gw,
+        &who.principal().id,
+        &up.spec.name,
+        &route.original,
+        &exposed,
+        response,
+        draft,
+    )
+    .await
 }
 
 /// The tools `who` may see: the pinned catalog, less what the registry gate, the policy or the
@@ -113,5 +132,6 @@ pub fn visible_tools(gw: &Gateway, who: &Authenticated) -> Vec<Tool> {
             })
         })
         .map(|(tool, _)| tool.clone())
+        .chain(std::iter::once(safety::fetch_tool()))
         .collect()
 }

@@ -5,13 +5,6 @@
 
 mod approvals;
 pub mod control;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "put and take are the output-safety stage's and the agent's fetch tool's (issue 7), not yet wired"
-    )
-)]
 pub mod quarantine;
 mod sqlite;
 

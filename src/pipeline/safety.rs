@@ -13,7 +13,7 @@ use crate::decide::safety::{Action, Finding};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::pipeline::audit::Draft;
-use crate::store::NewQuarantine;
+use crate::store::quarantine::{NewQuarantine, QuarantineError};
 
 /// The gateway's own tool that fetches a released quarantined result, once.
 pub const FETCH_TOOL: &str = "warden__quarantine_fetch";
@@ -29,8 +29,23 @@ pub struct Screened {
     pub shadow: bool,
 }
 
-/// Every string of an answer the model will read.
+/// Every string of an answer the model will read. Content of a kind this build does not know
+/// cannot be classified: it is replaced by a notice (fail closed).
 fn texts(content: &mut [ContentBlock]) -> Vec<&mut String> {
+    for block in content.iter_mut() {
+        if !matches!(
+            block,
+            ContentBlock::Text(_)
+                | ContentBlock::Resource(_)
+                | ContentBlock::Image(_)
+                | ContentBlock::Audio(_)
+                | ContentBlock::ResourceLink(_)
+        ) {
+            *block = ContentBlock::text(
+                "[mcp-warden: content of a kind the gateway cannot classify was withheld]",
+            );
+        }
+    }
     let mut out = Vec::new();
     for block in content {
         match block {
@@ -40,7 +55,8 @@ fn texts(content: &mut [ContentBlock]) -> Vec<&mut String> {
                     out.push(text);
                 }
             }
-            ContentBlock::Image(_) | ContentBlock::Audio(_) | ContentBlock::ResourceLink(_) => {}
+            // Binary data is not model-readable text; resource links are names and URIs.
+            _ => {}
         }
     }
     out
@@ -79,7 +95,7 @@ fn screen(
         shadow: verdict.shadow,
     };
     // A released result was reviewed whole; what it still holds is masked, never withheld.
-    let act = |f: &Finding| match output.verdict(server, tool, std::slice::from_ref(f)).action {
+    let act = |f: &Finding| match output.action(server, tool, f) {
         Action::Quarantine if released => Action::Redact,
         other => other,
     };
@@ -128,7 +144,7 @@ pub async fn tool_result(
             false,
         )
     };
-    draft.output(&screened);
+    draft.output(screened.action.as_str(), &screened.classes);
     if screened.shadow {
         if screened.action != Action::Pass {
             tracing::info!(%server, %tool, action = ?screened.action, classes = ?screened.classes, "output safety (shadow): would act");
@@ -140,8 +156,7 @@ pub async fn tool_result(
     }
     // Quarantine: the result (untouched: only REDACT rewrites) goes to the store, the agent
     // gets a notice.
-    let content = serde_json::to_value(&*result)
-        .map_err(|e| GatewayError::Store(e.to_string()))?;
+    let content = serde_json::to_value(&*result).map_err(|e| GatewayError::Store(e.to_string()))?;
     let item = gw
         .store
         .quarantine_put(
@@ -159,7 +174,10 @@ pub async fn tool_result(
         .map_err(|e| GatewayError::Store(e.to_string()))?;
     draft.quarantined(&item.id);
     tracing::warn!(%server, %tool, id = %item.id, classes = ?screened.classes, "result quarantined");
-    Ok(CallToolResponse::Complete(notice(&item.id, &screened.classes)))
+    Ok(CallToolResponse::Complete(notice(
+        &item.id,
+        &screened.classes,
+    )))
 }
 
 fn notice(id: &str, classes: &[String]) -> CallToolResult {
@@ -210,7 +228,7 @@ pub async fn fetch(
             true,
         )
     };
-    draft.output(&screened);
+    draft.output(screened.action.as_str(), &screened.classes);
     Ok(CallToolResponse::Complete(result))
 }
 
@@ -249,7 +267,7 @@ pub async fn resource(
         .iter_mut()
         .filter_map(|c| match c {
             ResourceContents::TextResourceContents { text, .. } => Some(text),
-            ResourceContents::BlobResourceContents { .. } => None,
+            _ => None,
         })
         .collect();
     let screened = screen(&policy, server, uri, &mut slots, None, false);
@@ -266,8 +284,6 @@ pub async fn prompt(
 ) -> Result<(), GatewayError> {
     let policy = gw.policy.load();
     let original = serde_json::to_value(&*messages).unwrap_or(Value::Null);
-    let mut blocks: Vec<ContentBlock> = Vec::new();
-    let _ = &mut blocks;
     let mut slots: Vec<&mut String> = Vec::new();
     for m in messages.iter_mut() {
         slots.extend(texts(std::slice::from_mut(&mut m.content)));
