@@ -209,7 +209,7 @@ impl GatewayError {
                 code: "quarantine_other_principal",
                 ..
             } => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                "mcp-warden: quarantine {id}: no such item (quarantine_unknown)"
+                "mcp-warden: quarantine {id}: no such quarantined result (quarantine_unknown)"
             ))])),
             Self::PolicyDenied { tool, rule, .. } => {
                 Ok(CallToolResult::error(vec![ContentBlock::text(format!(

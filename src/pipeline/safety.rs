@@ -217,12 +217,18 @@ pub async fn fetch(
     let mut result: CallToolResult = serde_json::from_value(item.content)
         .map_err(|e| GatewayError::Store(format!("quarantined result unreadable: {e}")))?;
     let policy = gw.policy.load();
+    // Tool-scoped output settings are keyed by the upstream's own tool name.
+    let own = gw
+        .catalog
+        .load()
+        .tool(&item.tool)
+        .map(|route| route.original.clone());
     let screened = {
         let mut slots = texts(&mut result.content);
         screen(
             &policy,
             &item.server,
-            &item.tool,
+            own.as_deref().unwrap_or(&item.tool),
             &mut slots,
             result.structured_content.as_mut(),
             true,
