@@ -512,6 +512,13 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--dump") {
+        // write the clean text, to try other prefilters on the same bytes
+        let path = args.get(i + 1).expect("--dump PATH");
+        std::fs::write(path, clean(arg("--mib", 2) << 20, 7)).expect("writing the dump");
+        return;
+    }
     let rounds = arg("--rounds", 15);
     let size = arg("--mib", 2) << 20;
     let classifier = Classifier::new(&[]).expect("built-in tables compile");

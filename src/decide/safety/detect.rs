@@ -73,8 +73,6 @@ impl Raw {
 pub(super) enum Det {
     /// A token with a fixed prefix (see [`secrets::Token`]).
     Token(secrets::Token),
-    /// A `-----BEGIN … PRIVATE KEY-----` block.
-    Pem,
     /// A JSON Web Token (`eyJ….eyJ….…`).
     Jwt,
     /// A key word whose value follows in prose (`the password is …`).
@@ -83,10 +81,6 @@ pub(super) enum Det {
     Bearer,
     /// Injection phrase families (a set of [`phrases::Family`] bits).
     Phrase(u8),
-    /// `![alt](http…)`.
-    MarkdownImage,
-    /// `<img src="http…">`.
-    HtmlImage,
 }
 
 /// How an anchor is written.
@@ -142,9 +136,15 @@ const AT: u8 = 2;
 const CONTROL: u8 = 3;
 const LEAD: u8 = 4;
 const ASSIGN: u8 = 5;
+const UNDERSCORE: u8 = 6;
+const DASH: u8 = 7;
+const LT: u8 = 8;
+const RBRACKET: u8 = 9;
 
 /// The bytes no literal anchors: digits (numbers: cards, phones, SSNs, IBAN check digits),
-/// `@` (e-mail), `:` and `=` (assignments to key words, URLs with credentials), C0 controls but tab, newline and carriage return, DEL, and the lead bytes of
+/// `@` (e-mail), `:` and `=` (assignments to key words, URLs with credentials), `_` and `-`
+/// (the ends of token prefixes: `ghp_`, `xoxb-`; key blocks), `<` (chat-template tokens,
+/// tags, `<img>`), `]` (`[INST]`, image links), C0 controls but tab, newline and carriage return, DEL, and the lead bytes of
 /// the UTF-8 encodings of invisible, bidi and tag characters.
 #[expect(
     clippy::indexing_slicing,
@@ -168,6 +168,10 @@ static CLASS: [u8; 256] = {
     t[b'@' as usize] = AT;
     t[b':' as usize] = ASSIGN;
     t[b'=' as usize] = ASSIGN;
+    t[b'_' as usize] = UNDERSCORE;
+    t[b'-' as usize] = DASH;
+    t[b'<' as usize] = LT;
+    t[b']' as usize] = RBRACKET;
     let leads = hidden::LEAD_BYTES;
     let mut j = 0;
     while j < leads.len() {
@@ -176,6 +180,34 @@ static CLASS: [u8; 256] = {
     }
     t
 };
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Whether one of the eight bytes of `v` is 0.
+fn has_zero(v: u64) -> bool {
+    v.wrapping_sub(ONES) & !v & HIGH != 0
+}
+
+/// Whether one of the eight bytes of `w` may have a [`CLASS`] (a superset, by bit tricks):
+/// `0x30`–`0x40` (digits, `:`, `=`, `@`, `<` and `;>?`), `-`, `_`, `]`, controls, DEL, and
+/// every byte from 0x80.
+fn maybe_trigger(w: u64) -> bool {
+    let low7 = w & (ONES * 0x7f);
+    // bytes strictly between 0x2F and 0x41 (high bit clear)
+    let between = (ONES * (0x7f + 0x41)).wrapping_sub(low7)
+        & !w
+        & low7.wrapping_add(ONES * (0x7f - 0x2f))
+        & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    between != 0
+        || below_space != 0
+        || w & HIGH != 0
+        || has_zero(w ^ (ONES * u64::from(b'-')))
+        || has_zero(w ^ (ONES * u64::from(b'_')))
+        || has_zero(w ^ (ONES * u64::from(b']')))
+        || has_zero(w ^ (ONES * 0x7f))
+}
 
 impl Engine {
     /// Compile the anchors and phrase patterns; `None` if they do not compile (tested).
@@ -284,6 +316,17 @@ impl Scan<'_> {
     fn gap(&mut self, engine: &Engine, to: usize) {
         let mut i = self.cursor;
         while i < to {
+            // eight bytes at a time while none of them can be a trigger
+            while i + 8 <= to {
+                let word = self
+                    .bytes
+                    .get(i..i + 8)
+                    .and_then(|c| <[u8; 8]>::try_from(c).ok());
+                match word {
+                    Some(w) if !maybe_trigger(u64::from_le_bytes(w)) => i += 8,
+                    _ => break,
+                }
+            }
             let Some(rest) = self.bytes.get(i..to) else {
                 break;
             };
@@ -301,11 +344,29 @@ impl Scan<'_> {
                 .copied()
                 .unwrap_or(0);
             let next = match class {
+                // a digit inside a word (hex, ids, `v2`): skip the word here, unless its
+                // first two letters may start an IBAN (`DE89…`)
+                DIGIT if is_word(self.before(at)) && !self.before(at).is_ascii_uppercase() => {
+                    self.run(at, 4096, is_word)
+                }
                 DIGIT => pii::number(self, at),
                 AT => pii::email(self, at, &engine.phrases),
                 CONTROL => hidden::control(self, at),
                 LEAD => hidden::unicode(self, at),
                 ASSIGN => secrets::assignment(self, at, &engine.phrases),
+                UNDERSCORE => {
+                    secrets::underscore(self, at);
+                    at + 1
+                }
+                DASH => secrets::dash(self, at),
+                LT => {
+                    phrases::lt(&engine.phrases, self, at);
+                    at + 1
+                }
+                RBRACKET => {
+                    phrases::rbracket(&engine.phrases, self, at);
+                    at + 1
+                }
                 _ => at + 1,
             };
             i = next.max(at + 1);
@@ -328,13 +389,10 @@ impl Scan<'_> {
         }
         match lit.det {
             Det::Token(t) => secrets::token(self, t, start),
-            Det::Pem => secrets::pem(self, start),
             Det::Jwt => secrets::jwt(self, start),
             Det::Keyword => secrets::keyword(self, start),
             Det::Bearer => secrets::bearer(self, start),
             Det::Phrase(families) => engine.phrases.check(self, families, start),
-            Det::MarkdownImage => phrases::markdown_image(self, start),
-            Det::HtmlImage => phrases::html_image(self, start),
         }
     }
 

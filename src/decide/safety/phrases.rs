@@ -36,44 +36,87 @@ const fn p(word: &'static str, skip: usize, case: Case, families: u8) -> Anchor 
 /// The anchors of injection markers: few, and each at a rare part of its word (the prefilter
 /// stops only where one occurs), naming the families that can contain it.
 pub(super) const ANCHORS: &[Anchor] = &[
-    p("ignore", 1, Any, OVERRIDE),
+    p("ignore", 1, Exact, OVERRIDE),
+    p("IGNORE", 1, Exact, OVERRIDE),
     p("disregard", 2, Any, OVERRIDE),
     p("instruction", 4, Any, OVERRIDE | ROLE | ADDRESS | TOOL),
     p("you are ", 2, Exact, ROLE | ADDRESS),
     p("system prompt", 1, Exact, ROLE),
     p("developer mode", 5, Exact, ROLE),
     p("jailbreak", 2, Exact, ROLE),
-    p("<|im_", 0, Exact, TEMPLATE),
-    p("<|system", 0, Exact, TEMPLATE),
-    p("<|end", 0, Exact, TEMPLATE),
-    p("[INST]", 1, Exact, TEMPLATE),
-    p("<<SYS", 0, Exact, TEMPLATE),
-    p("<IMPORTANT", 0, Exact, TEMPLATE),
-    p("<important", 0, Exact, TEMPLATE),
-    p("</IMPORTANT", 0, Exact, TEMPLATE),
-    p("<system>", 2, Exact, TEMPLATE),
     p("ATTENTION", 1, Exact, ADDRESS),
-    p(" AI:", 0, Exact, ADDRESS),
-    p(" AI,", 0, Exact, ADDRESS),
     p("do not tell", 1, Exact, CONCEAL),
-    p("don't tell", 1, Exact, CONCEAL),
     p("without telling", 1, Exact, CONCEAL),
     p("hide this from", 1, Exact, CONCEAL),
-    p("hide it from", 1, Exact, CONCEAL),
-    p("you must", 2, Any, TOOL | CONCEAL),
-    p("immediately", 1, Any, TOOL),
+    p("you must", 2, Exact, TOOL | CONCEAL),
+    p("immediately", 1, Exact, TOOL),
     p("call the", 0, Exact, TOOL),
-    p("Call the", 0, Exact, TOOL),
     p("invoke", 1, Exact, TOOL),
-    p("execute the", 1, Exact, TOOL),
-    p("execute this", 1, Exact, TOOL),
-    p("` tool", 0, Exact, TOOL),
-    p("' tool", 0, Exact, TOOL),
-    p("\" tool", 0, Exact, TOOL),
+    p("execute th", 1, Exact, TOOL),
     p("exfiltrat", 1, Exact, TOOL),
-    a("](http", 0, Exact, Det::MarkdownImage),
-    a("<img", 0, Exact, Det::HtmlImage),
 ];
+
+/// Tags and chat-template tokens that start with `<` (found at that `<` by the gap loop).
+const TAGS: &[&str] = &[
+    "<|im_",
+    "<|system",
+    "<|user",
+    "<|assistant",
+    "<|end",
+    "<|eot",
+    "<|start",
+    "<<SYS",
+    "<IMPORTANT",
+    "<important",
+    "<Important",
+    "</IMPORTANT",
+    "</important",
+    "<system>",
+    "</system>",
+    "<SYSTEM>",
+    "<instructions>",
+    "<INSTRUCTIONS>",
+];
+
+/// A `<` at `i`: a chat-template token or tag addressed to the model, or an `<img>`.
+pub(super) fn lt(phrases: &Phrases, scan: &mut Scan<'_>, i: usize) {
+    let rest = scan
+        .bytes
+        .get(i..(i + 16).min(scan.bytes.len()))
+        .unwrap_or_default();
+    if rest
+        .get(..4)
+        .is_some_and(|r| r.eq_ignore_ascii_case(b"<img"))
+    {
+        html_image(scan, i);
+    } else if TAGS.iter().any(|t| rest.starts_with(t.as_bytes())) {
+        phrases.check(scan, TEMPLATE, i);
+    }
+}
+
+/// A `]` at `i`: the end of `[INST]` / `[/INST]`, or of an image's alt text (`![alt](http…`).
+pub(super) fn rbracket(phrases: &Phrases, scan: &mut Scan<'_>, i: usize) {
+    if scan.bytes.get(i + 1..i + 6) == Some(b"(http") {
+        markdown_image(scan, i);
+    } else if scan
+        .bytes
+        .get(..i)
+        .is_some_and(|b| b.ends_with(b"[INST") || b.ends_with(b"[/INST"))
+    {
+        let open = scan.run_back(i, 8, |b| b != b'[').saturating_sub(1);
+        phrases.check(scan, TEMPLATE, open);
+    }
+}
+
+/// A `:` after `AI` (`Note to the AI:`, `ATTENTION AI:`): an address to the model?
+pub(super) fn ai_colon(phrases: &Phrases, scan: &mut Scan<'_>, i: usize) {
+    if i >= 2
+        && scan.bytes.get(i - 2..i) == Some(b"AI")
+        && !scan.before(i - 2).is_ascii_alphanumeric()
+    {
+        phrases.check(scan, ADDRESS, i - 2);
+    }
+}
 
 const FAMILIES: [u8; 6] = [OVERRIDE, ROLE, TEMPLATE, ADDRESS, CONCEAL, TOOL];
 

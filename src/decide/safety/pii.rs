@@ -44,13 +44,24 @@ pub(super) fn number(scan: &mut Scan<'_>, i: usize) -> usize {
     if matches!(before, b'+' | b'(') && !is_word(scan.before(i - 1)) {
         start = i - 1;
     }
-    // most numbers are short and end there (`"id": 12345,`): no shape to read
-    let run = scan.run(i, 20, |b| b.is_ascii_digit());
-    if run - i < 7 && !matches!(scan.at(run), b' ' | b'-' | b'.' | b'/' | b')') {
-        return if is_word(scan.at(run)) {
-            scan.run(run, 4096, is_word)
+    // most numbers are short (`"id": 12345,`, `19.99`, `10:22`): count the digits of the run
+    // of digits and separators before reading its shape
+    let run = scan.run(i, 40, |b| {
+        b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'.' | b'/' | b')')
+    });
+    let digits = scan
+        .bytes
+        .get(i..run)
+        .map_or(0, |r| r.iter().filter(|b| b.is_ascii_digit()).count());
+    if digits < 7 {
+        let mut end = run;
+        while end > i && !scan.before(end).is_ascii_digit() {
+            end -= 1;
+        }
+        return if is_word(scan.at(end)) {
+            scan.run(end, 4096, is_word)
         } else {
-            run
+            end
         };
     }
     let shape = Shape::read(scan, i);
@@ -203,9 +214,13 @@ fn classify(scan: &Scan<'_>, shape: &Shape, start: usize, plus: bool, paren: boo
     if nanp(shape, paren) {
         return Some(K::Phone);
     }
+    // ten or thirteen digits from 1: Unix seconds or milliseconds, not a phone number
+    let timestamp =
+        matches!(n, 10 | 13) && shape.n_groups == 1 && shape.digits().first() == Some(&b'1');
     let dateish = shape.groups().first() == Some(&4) && shape.n_groups == 3;
     if (7..=15).contains(&n)
         && !dateish
+        && !timestamp
         && !shape.seps().contains(&b'/')
         && labelled(scan, start, PHONE_WORDS)
     {

@@ -29,7 +29,7 @@ pub(super) enum Token {
     Stripe,
 }
 
-use Case::{Any, Exact};
+use Case::Exact;
 use Token::*;
 
 /// The anchors of secrets. Key words are anchored inside the word, at a rarer trigram
@@ -38,42 +38,92 @@ pub(super) const ANCHORS: &[Anchor] = &[
     a("AKIA", 0, Exact, Det::Token(AwsKeyId)),
     a("ASIA", 0, Exact, Det::Token(AwsKeyId)),
     a("AIza", 0, Exact, Det::Token(GcpApiKey)),
-    a("GOCSPX-", 0, Exact, Det::Token(GcpClientSecret)),
-    a("ghp_", 0, Exact, Det::Token(Github)),
-    a("gho_", 0, Exact, Det::Token(Github)),
-    a("ghu_", 0, Exact, Det::Token(Github)),
-    a("ghs_", 0, Exact, Det::Token(Github)),
-    a("ghr_", 0, Exact, Det::Token(Github)),
-    a("github_pat_", 4, Exact, Det::Token(GithubPat)),
-    a("glpat-", 0, Exact, Det::Token(Gitlab)),
-    a("gldt-", 0, Exact, Det::Token(Gitlab)),
-    a("glrt-", 0, Exact, Det::Token(Gitlab)),
-    a("xoxb", 0, Exact, Det::Token(Slack)),
-    a("xoxp", 0, Exact, Det::Token(Slack)),
-    a("xoxa", 0, Exact, Det::Token(Slack)),
-    a("xoxr", 0, Exact, Det::Token(Slack)),
-    a("xoxs", 0, Exact, Det::Token(Slack)),
-    a("xoxe", 0, Exact, Det::Token(Slack)),
-    a("xapp-", 0, Exact, Det::Token(SlackApp)),
     a("hooks.slack.com", 0, Exact, Det::Token(SlackWebhook)),
-    // sk_live_, rk_live_, sk_test_, rk_test_: the token starts one byte before
-    a("k_live_", 0, Exact, Det::Token(Stripe)),
-    a("k_test_", 0, Exact, Det::Token(Stripe)),
-    a("whsec_", 0, Exact, Det::Token(Stripe)),
-    a("-----BEGIN", 0, Exact, Det::Pem),
-    // a JWT header is compact JSON: `{"alg"`, `{"typ"`, `{"kid"`, `{"x5t"`, `{"enc"`, `{"jku"`,
-    // `{"cty"` encode as `eyJh`, `eyJ0`, `eyJr`, `eyJ4`, `eyJl`, `eyJq`, `eyJj`
+    // a JWT header is compact JSON, most often `{"alg"`, `{"typ"` or `{"kid"` first: `eyJh`,
+    // `eyJ0`, `eyJr`
     a("eyJh", 0, Exact, Det::Jwt),
     a("eyJ0", 0, Exact, Det::Jwt),
     a("eyJr", 0, Exact, Det::Jwt),
-    a("eyJ4", 0, Exact, Det::Jwt),
-    a("eyJl", 0, Exact, Det::Jwt),
-    a("eyJq", 0, Exact, Det::Jwt),
-    a("eyJj", 0, Exact, Det::Jwt),
-    a("bearer ", 0, Any, Det::Bearer),
+    a("Bearer ", 0, Exact, Det::Bearer),
+    a("bearer ", 0, Exact, Det::Bearer),
     // the prose form; `password=`, `"token": …` and the like are found at their `=` or `:`
     a("password is", 2, Exact, Det::Keyword),
 ];
+
+/// Token prefixes that end with `_` (found at that `_` by the gap loop), and the token.
+const UNDERSCORE_PREFIXES: &[(&str, Token)] = &[
+    ("ghp", Github),
+    ("gho", Github),
+    ("ghu", Github),
+    ("ghs", Github),
+    ("ghr", Github),
+    ("github_pat", GithubPat),
+    ("sk_live", Stripe),
+    ("rk_live", Stripe),
+    ("sk_test", Stripe),
+    ("rk_test", Stripe),
+    ("whsec", Stripe),
+];
+
+/// Token prefixes that end with `-` (found at that `-` by the gap loop), and the token.
+const DASH_PREFIXES: &[(&str, Token)] = &[
+    ("glpat", Gitlab),
+    ("gldt", Gitlab),
+    ("glrt", Gitlab),
+    ("glptt", Gitlab),
+    ("glsoat", Gitlab),
+    ("glcbt", Gitlab),
+    ("xoxb", Slack),
+    ("xoxp", Slack),
+    ("xoxa", Slack),
+    ("xoxr", Slack),
+    ("xoxs", Slack),
+    ("xoxe", Slack),
+    ("xapp", SlackApp),
+    ("GOCSPX", GcpClientSecret),
+];
+
+/// The token whose prefix ends just before `i`, with where it starts.
+fn prefixed(scan: &Scan<'_>, i: usize, prefixes: &[(&str, Token)]) -> Option<(usize, Token)> {
+    prefixes.iter().find_map(|(p, t)| {
+        let start = i.checked_sub(p.len())?;
+        (scan.bytes.get(start..i)? == p.as_bytes()).then_some((start, *t))
+    })
+}
+
+/// A `_` at `i`: the end of a token prefix (`ghp_`, `sk_live_`, `whsec_` …)?
+pub(super) fn underscore(scan: &mut Scan<'_>, i: usize) {
+    // every prefix ends with one of these: most `_` (snake_case) are turned down here
+    if !matches!(
+        scan.before(i),
+        b'p' | b'o' | b'u' | b's' | b'r' | b't' | b'e' | b'c'
+    ) {
+        return;
+    }
+    if let Some((start, t)) = prefixed(scan, i, UNDERSCORE_PREFIXES) {
+        token(scan, t, start);
+    }
+}
+
+/// A `-` at `i`: the end of a token prefix (`glpat-`, `xoxb-`, `GOCSPX-` …), or the start of
+/// a `-----BEGIN … PRIVATE KEY-----` block?
+pub(super) fn dash(scan: &mut Scan<'_>, i: usize) -> usize {
+    if scan.at(i + 1) == b'-' && scan.bytes.get(i..i + 10) == Some(b"-----BEGIN") {
+        pem(scan, i);
+        return i + 10;
+    }
+    // every prefix ends with one of these: dates, UUIDs and prose are turned down here
+    if !matches!(
+        scan.before(i),
+        b't' | b'b' | b'p' | b'a' | b'r' | b's' | b'e' | b'X'
+    ) {
+        return i + 1;
+    }
+    if let Some((start, t)) = prefixed(scan, i, DASH_PREFIXES) {
+        token(scan, t, start);
+    }
+    i + 1
+}
 
 fn b64(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
@@ -408,11 +458,33 @@ pub(super) fn keyword(scan: &mut Scan<'_>, s: usize) {
     judge(scan, right);
 }
 
-/// Last bytes (lower case) of the identifiers [`KEYWORDS`] (with [`SUFFIXES`]) can end.
-fn may_end_keyword(b: u8) -> bool {
+/// Whether the identifier ending at `j` can end with a key word (and an allowed suffix), by
+/// its last three bytes (lower case): most identifiers are rejected here, before any work.
+fn may_end_keyword(scan: &Scan<'_>, j: usize) -> bool {
+    let tail = [
+        scan.before(j.saturating_sub(2)).to_ascii_lowercase(),
+        scan.before(j.saturating_sub(1)).to_ascii_lowercase(),
+        scan.before(j).to_ascii_lowercase(),
+    ];
     matches!(
-        b.to_ascii_lowercase(),
-        b'd' | b't' | b'n' | b'y' | b'l' | b's' | b'e' | b'r' | b'g'
+        &tail,
+        b"ord"
+            | b"swd"
+            | b"pwd"
+            | b"ase"
+            | b"ret"
+            | b"ken"
+            | b"key"
+            | b"ial"
+            | b"als"
+            | b"lue"
+            | b"ens"
+            | b"ets"
+            | b"eys"
+            | b"rds"
+            | b"wds"
+            | b"str"
+            | b"ing"
     )
 }
 
@@ -429,6 +501,9 @@ pub(super) fn assignment(
         phrases.send_to(scan, i);
         return i + 3;
     }
+    if scan.at(i) == b':' {
+        super::phrases::ai_colon(phrases, scan, i);
+    }
     // back over `"`, `'` and blanks to the identifier
     let mut j = i;
     while j > 0 && matches!(scan.before(j), b' ' | b'\t') {
@@ -437,11 +512,7 @@ pub(super) fn assignment(
     if matches!(scan.before(j), b'"' | b'\'') {
         j -= 1;
     }
-    let last = scan.before(j);
-    if !may_end_keyword(last) {
-        return i + 1;
-    }
-    if scan.at(i) == b'=' {
+    if scan.at(i) == b'=' && matches!(scan.before(j), b'g' | b'y') {
         let start = scan.run_back(j, 32, |b| b.is_ascii_alphanumeric());
         let name = scan.bytes.get(start..j).unwrap_or_default();
         if name == b"AccountKey" || name == b"SharedAccessKey" {
@@ -452,6 +523,9 @@ pub(super) fn assignment(
             azure_sig(scan, start - 1);
             return i + 1;
         }
+    }
+    if !may_end_keyword(scan, j) {
+        return i + 1;
     }
     judge(scan, j);
     i + 1

@@ -414,8 +414,17 @@ fn calibration_holds() {
             );
         }
     }
-    // every kind has positives
+    // every kind has positives; no secret or PII kind falls apart alone
     for score in &report.kinds {
         assert!(score.labelled > 0, "no sample of {}", score.class);
+        let category = builtin_category(&score.class).unwrap();
+        if matches!(category, Category::Secret | Category::Pii) {
+            let (p, r) = (score.precision().unwrap(), score.recall().unwrap());
+            assert!(
+                p >= 0.8 && r >= 0.8,
+                "{}: precision {p}, recall {r}",
+                score.class
+            );
+        }
     }
 }
