@@ -114,9 +114,10 @@ async def test_shipped_policies_allow_reads_hold_writes_and_hide_destructive_too
 async def test_no_policy_file_means_everything_is_denied_and_nothing_listed(deploy):
     dep = deploy({"notes": notes_upstream()}, policies={})
     async with open_agent(dep, "http", "auto") as agent:
-        # the upstream is connected (/readyz), yet no rule allows anything: nothing is listed
+        # the upstream is connected (/readyz), yet no rule allows anything: none of its tools is
+        # listed; only the gateway's own fetch tool (it serves released results, nothing else)
         names = await tool_names(agent)
-        assert not names, f"listed without any policy rule: {sorted(names)}"
+        assert names == {"warden__quarantine_fetch"}, f"listed without any policy rule: {sorted(names)}"
         await unknown_tool_error(agent, "notes__list_notes", {})
     rows = await audit_where(dep, "the denied read", exposed_name="notes__list_notes")
     assert [(r["decision"], r["stage"]) for r in rows] == [("DENY", "policy")], show_rows(rows)
