@@ -25,6 +25,13 @@ fn allowed(c: char) -> bool {
 /// The prefix of the gateway's own tools (`warden__quarantine_fetch`); no upstream may use it.
 pub const BUILTIN_PREFIX: &str = "warden";
 
+/// Whether `exposed` names one of the gateway's own tools (`warden__…`).
+pub fn is_builtin(exposed: &str) -> bool {
+    exposed
+        .strip_prefix(BUILTIN_PREFIX)
+        .is_some_and(|rest| rest.starts_with("__"))
+}
+
 /// Whether `name` is acceptable to every client as it is.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME && name.chars().all(allowed)
@@ -138,6 +145,14 @@ mod tests {
         }
         for bad in ["", "_x", "a__b", "x_", "a.b", &"p".repeat(33)] {
             assert!(!is_valid_prefix(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn builtin_names() {
+        assert!(is_builtin("warden__quarantine_fetch"));
+        for other in ["warden", "wardens__x", "notes__warden__x", "warden_x"] {
+            assert!(!is_builtin(other), "{other}");
         }
     }
 

@@ -12,9 +12,6 @@ use crate::decide::pins::ItemState;
 use crate::upstream::Upstream;
 use crate::upstream::registry::ActionClass;
 
-/// Exposed names under this start are the gateway's own tools.
-const BUILTIN_TOOLS: &str = "warden__";
-
 /// Where an exposed tool goes.
 #[derive(Debug, Clone)]
 pub struct ToolRoute {
@@ -114,7 +111,7 @@ impl Catalog {
                     continue;
                 };
                 let exposed = names::expose(&spec.prefix, &item.name);
-                if exposed.starts_with(BUILTIN_TOOLS) {
+                if names::is_builtin(&exposed) {
                     c.collisions.push(format!(
                         "tool `{exposed}` of upstream `{}` is in the gateway's own namespace",
                         spec.name

@@ -104,43 +104,40 @@ pub fn decide(
     let req = request(who, up, route, args);
     let policy = gw.policy.load();
     let outcome = policy.evaluate(&req);
-    let rule = outcome.rule.as_deref().unwrap_or("none").to_owned();
+    let rule = || outcome.rule.as_deref().unwrap_or("none").to_owned();
     let scope_mismatch = || GatewayError::ScopeMismatch {
         tool: exposed.to_owned(),
         server: up.spec.name.clone(),
         class: route.class.as_str(),
     };
-    if outcome.decision == Decision::Deny {
-        // A denied call the principal's scopes would not cover either is a scope-mismatch
-        // attempt, whichever rule said no: that is what the scope gate counts.
-        if !req.scope_match {
-            return Err(scope_mismatch());
-        }
-        return Err(GatewayError::PolicyDenied {
-            tool: exposed.to_owned(),
-            rule,
-            reasons: outcome.reasons.join("; "),
-            // A tool the principal can never call is not listed; refuse it as unknown.
-            hidden: !policy.visible(&req),
-        });
-    }
-    // scope gate: after the policy, so that a rule cannot ALLOW past missing scopes.
+    // A denied call the principal's scopes would not cover either is a scope-mismatch attempt,
+    // whichever rule said no: that is what the scope gate counts. Otherwise the scope gate runs
+    // after the policy, so that no rule can ALLOW past missing scopes.
     if !req.scope_match {
         return Err(scope_mismatch());
     }
-    let permit = permit(&outcome.constraints, route.class);
-    let emergency = gw.control.load().emergency && route.class != ActionClass::Read;
-    Ok(match outcome.decision {
-        Decision::Allow if !emergency => Decided::Allow(permit),
-        Decision::Allow => Decided::Approval(NeedsApproval {
-            permit,
-            why: "emergency write-approval mode is on".to_owned(),
+    let permit = || permit(&outcome.constraints, route.class);
+    match outcome.decision {
+        Decision::Deny => Err(GatewayError::PolicyDenied {
+            tool: exposed.to_owned(),
+            rule: rule(),
+            reasons: outcome.reasons.join("; "),
+            // A tool the principal can never call is not listed; refuse it as unknown.
+            hidden: !policy.visible(&req),
         }),
-        Decision::RequireApproval | Decision::Deny => Decided::Approval(NeedsApproval {
-            permit,
-            why: format!("policy rule `{rule}` requires approval"),
-        }),
-    })
+        Decision::RequireApproval => Ok(Decided::Approval(NeedsApproval {
+            permit: permit(),
+            why: format!("policy rule `{}` requires approval", rule()),
+        })),
+        // Emergency write-approval mode holds every write and destructive call.
+        Decision::Allow if gw.control.load().emergency && route.class != ActionClass::Read => {
+            Ok(Decided::Approval(NeedsApproval {
+                permit: permit(),
+                why: "emergency write-approval mode is on".to_owned(),
+            }))
+        }
+        Decision::Allow => Ok(Decided::Allow(permit())),
+    }
 }
 
 fn permit(c: &Constraints, class: ActionClass) -> Permit {
