@@ -73,6 +73,10 @@ pub enum GatewayError {
     /// The store could not be read or written where a decision needs it (fail closed).
     #[error("the gateway's store is unavailable: {0}")]
     Store(String),
+    /// No credential could be obtained for the upstream (minting, its authorization server,
+    /// a revoked audience): the call is not sent without one (fail closed).
+    #[error("no credential for upstream `{name}`: {detail}")]
+    Credential { name: String, detail: String },
     /// The upstream is not connected.
     #[error("upstream `{name}` is unavailable: {reason}")]
     Unavailable { name: String, reason: String },
@@ -108,6 +112,7 @@ impl GatewayError {
             | Self::ApprovalRefused { .. }
             | Self::InvalidArguments(_)
             | Self::QuarantineRefused { .. }
+            | Self::Credential { .. }
             | Self::Store(_) => Decision::Deny,
             Self::Quarantined { .. } => Decision::Allow,
             Self::ApprovalPending { .. } => Decision::RequireApproval,
@@ -132,6 +137,7 @@ impl GatewayError {
             }
             Self::InvalidArguments(_) => "resolve",
             Self::QuarantineRefused { .. } | Self::Quarantined { .. } => "output",
+            Self::Credential { .. } => "credential",
             Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Cancelled
@@ -157,6 +163,7 @@ impl GatewayError {
             Self::InvalidArguments(_) => "invalid_arguments",
             Self::QuarantineRefused { code, .. } => code,
             Self::Quarantined { .. } => "quarantined",
+            Self::Credential { .. } => "credential_unavailable",
             Self::Unavailable { .. } => "upstream_unavailable",
             Self::Timeout { .. } => "timeout",
             Self::Cancelled => "cancelled",
@@ -222,6 +229,7 @@ impl GatewayError {
             | Self::QuarantineRefused { .. }
             | Self::Quarantined { .. }
             | Self::Store(_)
+            | Self::Credential { .. }
             | Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Transport { .. }
@@ -250,6 +258,7 @@ impl GatewayError {
             | Self::QuarantineRefused { .. }
             | Self::Quarantined { .. }
             | Self::Store(_)
+            | Self::Credential { .. }
             | Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Cancelled

@@ -72,9 +72,19 @@ async fn read_live(
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()?;
     let cwd = config.base_dir();
+    let credentials = Arc::new(
+        crate::auth::credentials::Credentials::from_config(config, config.listen, http.clone())
+            .context("reading the gateway's signing keys")?,
+    );
     let attempt = async {
-        let running =
-            connect::connect(spec, UpstreamClient::new(shared, refresh, era), &http, &cwd).await?;
+        let running = connect::connect(
+            spec,
+            UpstreamClient::new(shared, refresh, era),
+            &http,
+            &cwd,
+            (&credentials, 0),
+        )
+        .await?;
         let offered = crate::upstream::offered(running.peer());
         let m = manifest::fetch(running.peer(), offered)
             .await

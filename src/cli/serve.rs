@@ -26,15 +26,25 @@ pub struct ServeArgs {
 
 /// Run until the agent leaves (stdio), or SIGINT/SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref())?;
-    let listen = args.http.unwrap_or(config.listen);
+    let mut config = Config::load(args.config.as_deref())?;
+    // Bound before the gateway starts, so the gateway knows its own URL (port 0 included):
+    // it is the issuer and audience of the tokens it mints and accepts.
+    let listener = if args.stdio {
+        None
+    } else {
+        let addr = args.http.unwrap_or(config.listen);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        config.listen = l.local_addr().context("reading the bound address")?;
+        Some(l)
+    };
     let running = gateway::start(config).await?;
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let served = if args.stdio {
-        downstream::stdio::serve(running.gateway.clone(), shutdown.clone()).await
-    } else {
-        downstream::http::serve(running.gateway.clone(), listen, shutdown.clone()).await
+    let served = match listener {
+        None => downstream::stdio::serve(running.gateway.clone(), shutdown.clone()).await,
+        Some(l) => downstream::http::serve(running.gateway.clone(), l, shutdown.clone()).await,
     };
     signals.abort();
     tracing::info!("shutting down");

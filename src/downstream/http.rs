@@ -18,31 +18,36 @@ use tokio_util::sync::CancellationToken;
 
 use super::session::AgentSession;
 use crate::admin::{self, actions::Admin};
+use crate::auth::inbound::TokenError;
 use crate::gateway::Gateway;
-use crate::pipeline::authenticate;
+use crate::pipeline::authenticate::{self, AuthnError};
 
 /// Largest JSON-RPC body accepted from an agent.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// Bind `addr` and serve until `shutdown` is cancelled. Without inbound authentication only a
-/// loopback address may be bound.
+/// Serve on the bound `listener` until `shutdown` is cancelled. Without inbound
+/// authentication (API keys or trusted issuers) only a loopback address may be served.
 pub async fn serve(
     gw: Arc<Gateway>,
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if !addr.ip().is_loopback() && !gw.principals.has_keys() {
+    let addr: SocketAddr = listener.local_addr().context("reading the bound address")?;
+    let authenticated = gw.principals.has_keys() || gw.validator.enabled();
+    if !addr.ip().is_loopback() && !authenticated {
         anyhow::bail!(
-            "refusing to listen on {addr}: no principal has an API key (`[[principals]] api_key_env`), so only a loopback address (127.0.0.1, ::1) may be bound"
+            "refusing to listen on {addr}: no principal has an API key (`[[principals]] api_key_env`) and no token issuer is trusted (`[[auth.issuers]]`), so only a loopback address (127.0.0.1, ::1) may be bound"
         );
     }
-    // Anonymous requests act as the local principal only on a loopback listener of a gateway
-    // that has no API keys at all (the out-of-the-box developer setting).
-    let anonymous_ok = addr.ip().is_loopback() && !gw.principals.has_keys();
+    // Anonymous requests act as the local principal only in the explicit developer setting
+    // (`auth.allow_anonymous_loopback`, on by default), on a loopback listener of a gateway
+    // that has no API keys and trusts no issuer.
+    let anonymous_ok =
+        gw.config.auth.allow_anonymous_loopback && addr.ip().is_loopback() && !authenticated;
     if anonymous_ok {
         tracing::warn!(
             principal = %gw.config.stdio_principal,
-            "no API keys configured: unauthenticated loopback requests act as the local principal"
+            "developer setting: unauthenticated loopback requests act as the local principal (auth.allow_anonymous_loopback)"
         );
     }
     let config = StreamableHttpServerConfig::default()
@@ -78,7 +83,9 @@ pub async fn serve(
     let authn: admin::mcp::Authn = {
         let gw = gw.clone();
         Arc::new(move |headers: &http::HeaderMap| {
-            authenticate::http(&gw.principals, headers, anonymous_ok).map_err(|e| e.to_string())
+            // The middleware in front has validated a JWT already: here it is a cache hit.
+            authenticate::http(&gw.principals, Some(&gw.validator), headers, anonymous_ok)
+                .map_err(|e| e.to_string())
         })
     };
     let admin = admin::http::router(admin.clone(), authn.clone())
@@ -90,13 +97,19 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(resource_metadata),
+        )
         .with_state(gw)
         .nest("/mcp", mcp)
         .nest("/admin", admin);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr().context("reading the bound address")?;
+    let local = addr;
     // A stable line that scripts and tests parse to find the port.
     eprintln!("mcp-warden: listening on http://{local}/mcp");
     tracing::info!(%local, "serving Streamable HTTP");
@@ -126,26 +139,103 @@ async fn authenticate_request(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match authenticate::http(&auth.gw.principals, request.headers(), auth.anonymous_ok) {
+    let gw = &auth.gw;
+    let identity = gw.credentials.identity();
+    let result = authenticate::http_validated(
+        &gw.principals,
+        &gw.validator,
+        &identity.resource,
+        request.headers(),
+        auth.anonymous_ok,
+    )
+    .await;
+    match result {
         Ok(who) => {
             request.extensions_mut().insert(who);
             next.run(request).await
         }
         Err(error) => {
             tracing::info!(%error, "HTTP request refused at authentication");
-            let body = serde_json::json!({
-                "jsonrpc": "2.0",
-                "id": null,
-                "error": {"code": -32001, "message": format!("mcp-warden: {error}")},
-            });
-            (
-                StatusCode::UNAUTHORIZED,
-                [(http::header::WWW_AUTHENTICATE, "Bearer")],
-                axum::Json(body),
-            )
-                .into_response()
+            if matches!(error, AuthnError::Token(TokenError::WrongAudience)) {
+                // A token minted for someone else was presented here: the scope-mismatch
+                // gate counts these.
+                let _ = gw.events.send(crate::store::GateEvent {
+                    event_time: time::OffsetDateTime::now_utc(),
+                    gate: "token_wrong_audience",
+                    upstream: String::new(),
+                    detail: format!(
+                        "a token for another audience was presented (expected {})",
+                        identity.resource
+                    ),
+                    ticket: None,
+                });
+            }
+            refuse(&identity.resource, gw.validator.required_scopes(), &error)
         }
     }
+}
+
+/// 401 (or 403 `insufficient_scope`) with the RFC 6750 / RFC 9728 `WWW-Authenticate` header
+/// pointing at the protected-resource metadata.
+fn refuse(resource: &str, required: &[String], error: &AuthnError) -> Response {
+    let metadata = metadata_url(resource);
+    let mut challenge = format!("Bearer resource_metadata=\"{metadata}\"");
+    if let Some(code) = error.oauth_error() {
+        challenge.push_str(&format!(", error=\"{code}\""));
+        let description = error.to_string().replace('"', "'");
+        challenge.push_str(&format!(", error_description=\"{description}\""));
+    }
+    let status = if error.is_insufficient_scope() {
+        challenge.push_str(&format!(", scope=\"{}\"", required.join(" ")));
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": -32001, "message": format!("mcp-warden: {error}")},
+    });
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Ok(value) = http::HeaderValue::try_from(challenge) {
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// Where the RFC 9728 metadata of `resource` is: the well-known path inserted before the
+/// resource's path.
+fn metadata_url(resource: &str) -> String {
+    let origin = crate::auth::credentials::origin(resource);
+    let path = resource.get(origin.len()..).unwrap_or("");
+    format!("{origin}/.well-known/oauth-protected-resource{path}")
+}
+
+/// `/.well-known/oauth-protected-resource[/mcp]` (RFC 9728).
+async fn resource_metadata(State(gw): State<Arc<Gateway>>) -> axum::Json<serde_json::Value> {
+    let identity = gw.credentials.identity();
+    let servers: Vec<&str> = gw
+        .config
+        .auth
+        .issuers
+        .iter()
+        .map(|i| i.issuer.as_str())
+        .collect();
+    axum::Json(serde_json::json!({
+        "resource": identity.resource,
+        "authorization_servers": servers,
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": gw.config.auth.required_scopes,
+        "resource_name": "mcp-warden",
+        "jwks_uri": format!("{}/.well-known/jwks.json", crate::auth::credentials::origin(&identity.resource)),
+    }))
+}
+
+/// The gateway's public signing keys, for upstreams that verify minted tokens.
+async fn jwks(State(gw): State<Arc<Gateway>>) -> axum::Json<serde_json::Value> {
+    axum::Json(gw.credentials.jwks())
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, &'static str) {

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::catalog::Catalog;
 use self::hub::{AgentEvent, Hub};
+use crate::auth::credentials::Credentials;
+use crate::auth::inbound::Validator;
 use crate::config::Config;
 use crate::decide::policy::PolicySet;
 use crate::error::GatewayError;
@@ -46,6 +48,12 @@ pub struct Gateway {
     pub control_changed: Arc<Notify>,
     /// The store (approvals, control state; audit rows go through `audit`).
     pub store: SqliteStore,
+    /// The credentials upstreams get (minted, or from their authorization servers).
+    pub credentials: Arc<Credentials>,
+    /// Inbound JWT validation.
+    pub validator: Validator,
+    /// Gate events for the store and the log.
+    pub events: mpsc::UnboundedSender<crate::store::GateEvent>,
 }
 
 impl Gateway {
@@ -139,7 +147,28 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .map(|s| Arc::new(Upstream::new(s, hub.clone())))
         .collect();
     let principals = crate::pipeline::authenticate::Principals::from_config(&config);
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(64)
+        .build()
+        .context("building the HTTP client")?;
+    let credentials = Arc::new(
+        Credentials::from_config(&config, config.listen, http.clone()).with_context(|| {
+            format!(
+                "reading (or creating) the gateway's signing keys in {}",
+                crate::auth::keys::dir(&config.state_dir).display()
+            )
+        })?,
+    );
+    credentials.set_revocations(&control.revocations);
+    let validator = Validator::new(&config.auth, http.clone());
+    let (changed_tx, changed_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
     let gateway = Arc::new(Gateway {
+        credentials,
+        validator,
+        events: events_tx.clone(),
         catalog: ArcSwap::from_pointee(Catalog::default()),
         config,
         upstreams,
@@ -151,8 +180,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         control_changed: Arc::new(Notify::new()),
         store: store.clone(),
     });
-    let (changed_tx, changed_rx) = mpsc::unbounded_channel();
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
     // Locks are read before any connection: an upstream without one is never exposed.
     for up in &gateway.upstreams {
         up.reload_lock();
@@ -172,13 +199,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             );
         }
     }
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(64)
-        .build()
-        .context("building the HTTP client")?;
     let env = SupervisorEnv {
+        credentials: gateway.credentials.clone(),
         config: gateway.config.upstream.clone(),
         http,
         default_cwd: gateway.config.base_dir(),
@@ -287,6 +309,8 @@ async fn control_task(gw: Arc<Gateway>, stop: CancellationToken) {
         }
         match gw.store.control_state().await {
             Ok(new) => {
+                gw.credentials.set_revocations(&new.revocations);
+                gw.credentials.reload_keys_if_rotated();
                 if failing {
                     tracing::info!("control state readable again");
                     failing = false;

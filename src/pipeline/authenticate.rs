@@ -1,12 +1,14 @@
 //! Stage 1, authenticate: who is asking. Over stdio the configured local principal; over HTTP
-//! the principal whose API key the bearer token is, or (only on a loopback listener, and only
-//! without an `Authorization` header) the local principal.
+//! the principal of the bearer token — a JWT from a trusted issuer for this gateway's audience
+//! (`auth::inbound`), or an API key — or (only the loopback developer setting, only without an
+//! `Authorization` header) the local principal.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
+use crate::auth::inbound::{self, TokenError, Validator};
 use crate::config::Config;
 use crate::decide::scopes::Scopes;
 
@@ -51,6 +53,25 @@ pub enum AuthnError {
     /// The configuration names a principal that does not exist.
     #[error("unknown principal {0:?}")]
     UnknownPrincipal(String),
+    /// A JWT that was refused.
+    #[error("{0}")]
+    Token(TokenError),
+}
+
+impl AuthnError {
+    /// Whether the answer is 403 `insufficient_scope` (else 401).
+    pub fn is_insufficient_scope(&self) -> bool {
+        matches!(self, Self::Token(TokenError::InsufficientScope))
+    }
+
+    /// The RFC 6750 `error` code.
+    pub fn oauth_error(&self) -> Option<&'static str> {
+        match self {
+            Self::Missing => None,
+            Self::Token(TokenError::InsufficientScope) => Some("insufficient_scope"),
+            _ => Some("invalid_token"),
+        }
+    }
 }
 
 /// Every known principal, by id and by API key digest.
@@ -108,22 +129,12 @@ impl Principals {
     }
 }
 
-/// The principal of an HTTP request. A bearer token must be a known API key; without an
-/// `Authorization` header the request is the local (stdio) principal only when
-/// `anonymous_ok` (a loopback listener); otherwise it is refused.
-pub fn http(
-    principals: &Principals,
-    headers: &http::HeaderMap,
-    anonymous_ok: bool,
-) -> Result<Authenticated, AuthnError> {
+/// The bearer token of a request: `Ok(None)` without an `Authorization` header.
+fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, AuthnError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return if anonymous_ok {
-            principals.stdio()
-        } else {
-            Err(AuthnError::Missing)
-        };
+        return Ok(None);
     };
-    let token = value
+    value
         .to_str()
         .ok()
         .and_then(|v| {
@@ -132,8 +143,56 @@ pub fn http(
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or(AuthnError::InvalidKey)?;
-    principals.by_api_key(token).ok_or(AuthnError::InvalidKey)
+        .map(Some)
+        .ok_or(AuthnError::InvalidKey)
+}
+
+/// The principal of an HTTP request, without waiting: an API key, a JWT validated before
+/// (cached), or the local principal when `anonymous_ok` and no `Authorization` is sent.
+pub fn http(
+    principals: &Principals,
+    validator: Option<&Validator>,
+    headers: &http::HeaderMap,
+    anonymous_ok: bool,
+) -> Result<Authenticated, AuthnError> {
+    let Some(token) = bearer(headers)? else {
+        return if anonymous_ok {
+            principals.stdio()
+        } else {
+            Err(AuthnError::Missing)
+        };
+    };
+    if let Some(who) = principals.by_api_key(token) {
+        return Ok(who);
+    }
+    validator
+        .and_then(|v| v.cached(token))
+        .map(Authenticated)
+        .ok_or(AuthnError::InvalidKey)
+}
+
+/// The principal of an HTTP request: as [`http`], and a JWT not seen before is validated
+/// against its issuer (fetching its keys if need be) for audience `resource`.
+pub async fn http_validated(
+    principals: &Principals,
+    validator: &Validator,
+    resource: &str,
+    headers: &http::HeaderMap,
+    anonymous_ok: bool,
+) -> Result<Authenticated, AuthnError> {
+    match http(principals, Some(validator), headers, anonymous_ok) {
+        Err(AuthnError::InvalidKey) => {}
+        done => return done,
+    }
+    let token = bearer(headers)?.ok_or(AuthnError::Missing)?;
+    if !validator.enabled() || !inbound::looks_like_jwt(token) {
+        return Err(AuthnError::InvalidKey);
+    }
+    validator
+        .validate(token, resource)
+        .await
+        .map(Authenticated)
+        .map_err(AuthnError::Token)
 }
 
 #[cfg(test)]
@@ -171,22 +230,23 @@ mod tests {
         assert_eq!(
             id(http(
                 &p,
+                None,
                 &headers(Some("Bearer alice-key-0123456789")),
                 false
             )),
             Ok("alice".into())
         );
         assert_eq!(
-            id(http(&p, &headers(Some("Bearer wrong-key")), true)),
+            id(http(&p, None, &headers(Some("Bearer wrong-key")), true)),
             Err(AuthnError::InvalidKey)
         );
         assert_eq!(
-            id(http(&p, &headers(Some("Basic xyz")), true)),
+            id(http(&p, None, &headers(Some("Basic xyz")), true)),
             Err(AuthnError::InvalidKey)
         );
-        assert_eq!(id(http(&p, &headers(None), true)), Ok("local".into()));
+        assert_eq!(id(http(&p, None, &headers(None), true)), Ok("local".into()));
         assert_eq!(
-            id(http(&p, &headers(None), false)),
+            id(http(&p, None, &headers(None), false)),
             Err(AuthnError::Missing)
         );
     }

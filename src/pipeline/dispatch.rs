@@ -67,6 +67,7 @@ pub async fn call_tool(
     mut params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
     permit: &Permit,
+    credential: Option<&str>,
     session_log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, GatewayError> {
     params.name = original.to_owned().into();
@@ -74,10 +75,19 @@ pub async fn call_tool(
     let limit = permit.time_limit(gw.config.upstream.call_timeout);
     let mut retries = permit.retries();
     if retries == 0 {
-        return attempt(gw, up, params, ctx, limit, session_log_level).await;
+        return attempt(gw, up, params, ctx, limit, credential, session_log_level).await;
     }
     loop {
-        let result = attempt(gw, up, params.clone(), ctx, limit, session_log_level).await;
+        let result = attempt(
+            gw,
+            up,
+            params.clone(),
+            ctx,
+            limit,
+            credential,
+            session_log_level,
+        )
+        .await;
         match result {
             Err(
                 GatewayError::Transport { .. }
@@ -98,6 +108,7 @@ async fn attempt(
     params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
     limit: Duration,
+    credential: Option<&str>,
     session_log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, GatewayError> {
     let peer = connected(up)?;
@@ -107,7 +118,8 @@ async fn attempt(
     let mut retry = legacy.then(|| params.clone());
     let name = &up.spec.name;
     bounded(up, limit, ctx, async {
-        let mut response = send_call(gw, up, &peer, params, ctx, session_log_level).await?;
+        let mut response =
+            send_call(gw, up, &peer, params, ctx, credential, session_log_level).await?;
         for _ in 0..MAX_INPUT_ROUNDS {
             let (CallToolResponse::InputRequired(ir), Some(again)) = (&response, retry.as_mut())
             else {
@@ -116,7 +128,7 @@ async fn attempt(
             again.input_responses = Some(ask_agent(name, ctx, ir).await?);
             again.request_state.clone_from(&ir.request_state);
             let next = again.clone();
-            response = send_call(gw, up, &peer, next, ctx, session_log_level).await?;
+            response = send_call(gw, up, &peer, next, ctx, credential, session_log_level).await?;
         }
         Err(GatewayError::Input {
             name: name.clone(),
@@ -136,10 +148,19 @@ async fn send_call(
     peer: &Peer<RoleClient>,
     params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
+    credential: Option<&str>,
     session_log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, GatewayError> {
     let name = &up.spec.name;
     let mut meta = RequestMetaObject::new();
+    // The call's credential: an HTTP upstream's client moves it into `Authorization`; a stdio
+    // upstream reads it here (`credential_via = "meta"`).
+    if let Some(token) = credential {
+        meta.0.0.insert(
+            crate::auth::credentials::META_KEY.to_owned(),
+            serde_json::Value::String(token.to_owned()),
+        );
+    }
     if let Some(caps) = ctx.client_capabilities() {
         meta.set_client_capabilities(caps);
     }

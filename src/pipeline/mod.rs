@@ -8,6 +8,7 @@
 pub mod approval;
 pub mod audit;
 pub mod authenticate;
+pub mod credential;
 pub mod dispatch;
 pub mod pin_gate;
 pub mod policy;
@@ -44,7 +45,7 @@ pub async fn call_tool(
         params.arguments.as_ref(),
         chain_id.to_owned(),
     );
-    let outcome = stages(gw, who, params, ctx, log_level, &mut draft).await;
+    let outcome = stages(gw, who, chain_id, params, ctx, log_level, &mut draft).await;
     // Audit runs after success and failure alike, before the agent hears the answer.
     let row = draft.finish(&outcome);
     if let Err(error) = gw.audit.record(row).await {
@@ -63,6 +64,7 @@ pub async fn call_tool(
 async fn stages(
     gw: &Gateway,
     who: &Authenticated,
+    chain_id: &str,
     params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
     log_level: Option<LoggingLevel>,
@@ -103,9 +105,21 @@ async fn stages(
         }
     };
     let exposed = params.name.to_string();
+    // credential: issued for this upstream's audience and this action class (the agent's
+    // token is never relayed); after every gate, so a refused call gets none.
+    let credential = credential::obtain(gw, who, route.upstream, up, &permit, chain_id).await?;
     // dispatch: under the permit's time limit and the agent's cancellation.
-    let response =
-        dispatch::call_tool(gw, up, &route.original, params, ctx, &permit, log_level).await?;
+    let response = dispatch::call_tool(
+        gw,
+        up,
+        &route.original,
+        params,
+        ctx,
+        &permit,
+        credential.as_deref(),
+        log_level,
+    )
+    .await?;
     // output safety: after dispatch, before the agent (or the audit row) sees the answer.
     safety::tool_result(
         gw,

@@ -30,6 +30,11 @@ impl Permit {
             .map_or(gateway_limit, |m| m.min(gateway_limit))
     }
 
+    /// The action class of the permitted call.
+    pub fn class(&self) -> ActionClass {
+        self.class
+    }
+
     /// How many times a failed call may be sent again: only a read is ever retried.
     pub fn retries(&self) -> u32 {
         match self.class {

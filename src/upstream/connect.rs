@@ -14,8 +14,12 @@ use rmcp::transport::streamable_http_client::{
 };
 use tokio::io::AsyncBufReadExt;
 
+use std::sync::Arc;
+
 use super::client::UpstreamClient;
-use super::registry::{Transport, UpstreamSpec};
+use super::registry::{CredentialMode, Delivery, Transport, UpstreamSpec};
+use crate::auth::credentials::Credentials;
+use crate::auth::transport::CredentialClient;
 
 /// Why a connection attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,9 @@ pub enum ConnectError {
     /// A header value is not valid.
     #[error("header {0} has an invalid value")]
     BadHeader(String),
+    /// The spawn-time credential could not be minted.
+    #[error("no credential for the upstream: {0}")]
+    Credential(String),
     /// The MCP handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(String),
@@ -66,13 +73,18 @@ fn lifecycle(known: Option<&ProtocolVersion>) -> ClientLifecycleMode {
     }
 }
 
+/// The gateway's credentials, and the index of the upstream being connected.
+pub type Creds<'a> = (&'a Arc<Credentials>, usize);
+
 /// Connect to `spec` with `handler` as the client side. `default_cwd` applies when the entry
-/// names none.
+/// names none. With `creds`, the upstream gets its credential: on every HTTP request, or at
+/// spawn in its environment (`credential_via = "env"`).
 pub async fn connect(
     spec: &UpstreamSpec,
     handler: UpstreamClient,
     http: &reqwest::Client,
     default_cwd: &std::path::Path,
+    creds: Creds<'_>,
 ) -> Result<RunningService<RoleClient, UpstreamClient>, ConnectError> {
     let handler_era = handler.era.clone();
     match &spec.transport {
@@ -87,6 +99,17 @@ pub async fn connect(
             cmd.args(args)
                 .envs(env)
                 .current_dir(cwd.as_deref().unwrap_or(default_cwd));
+            // The gateway's environment is the child's too: a token the gateway itself was
+            // given in that variable must not leak into it.
+            cmd.env_remove(&spec.credential_env);
+            if spec.credential_via == Delivery::Env
+                && let Some(token) = creds
+                    .0
+                    .spawn_token(spec)
+                    .map_err(|e| ConnectError::Credential(e.to_string()))?
+            {
+                cmd.env(&spec.credential_env, token);
+            }
             let mut wrapped = CommandWrap::from(cmd);
             // Own process group, killed with the connection: no child outlives its gateway.
             wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
@@ -130,7 +153,20 @@ pub async fn connect(
             let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                 .max_concurrent_requests(256)
                 .custom_headers(headers);
-            let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
+            if spec.credential == CredentialMode::None {
+                let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
+                return handler
+                    .serve_with_lifecycle(transport, lifecycle(handler_era.as_ref()))
+                    .await
+                    .map_err(|e| ConnectError::Handshake(e.to_string()));
+            }
+            let client = CredentialClient::new(
+                http.clone(),
+                creds.0.clone(),
+                Arc::new(spec.clone()),
+                creds.1,
+            );
+            let transport = StreamableHttpClientTransport::with_client(client, config);
             handler
                 .serve_with_lifecycle(transport, lifecycle(handler_era.as_ref()))
                 .await

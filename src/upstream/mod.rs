@@ -173,6 +173,8 @@ pub struct SupervisorEnv {
     /// Pinning settings.
     pub pins: PinsConfig,
     pub shutdown: CancellationToken,
+    /// The credentials upstreams are given.
+    pub credentials: Arc<crate::auth::credentials::Credentials>,
 }
 
 /// Keep `up` connected until shutdown. `index` identifies it in change notices.
@@ -200,9 +202,15 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
             era.as_deref().and_then(client::era_of),
         );
         let attempt = async {
-            let running = connect::connect(&up.spec, handler, &env.http, &env.default_cwd)
-                .await
-                .map_err(|e| e.to_string())?;
+            let running = connect::connect(
+                &up.spec,
+                handler,
+                &env.http,
+                &env.default_cwd,
+                (&env.credentials, index),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             let offered = offered(running.peer());
             let mut m = manifest::fetch(running.peer(), offered)
                 .await
@@ -240,6 +248,10 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                 up.set_status(Status::Up);
                 let _ = env.changed.send((index, Refresh::Tools));
                 let started = tokio::time::Instant::now();
+                let spawned_us = crate::auth::credentials::now_us();
+                let mut revocations = env.credentials.subscribe();
+                let env_token = up.spec.credential_via == registry::Delivery::Env
+                    && up.spec.credential == registry::CredentialMode::Minted;
                 let ct = running.cancellation_token();
                 let mut waiting = std::pin::pin!(running.waiting());
                 let mut recheck = tokio::time::interval_at(
@@ -257,6 +269,14 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                         }
                         Some(kind) = refresh_rx.recv() => refresh(&up, &peer, offered, kind, index, &env).await,
                         _ = recheck.tick() => refresh(&up, &peer, offered, Refresh::All, index, &env).await,
+                        Ok(()) = revocations.changed(), if env_token => {
+                            // Its spawn-time token was revoked: a new process gets a new one.
+                            if env.credentials.revoked_since(&up.spec.audience, spawned_us) {
+                                ct.cancel();
+                                let _ = tokio::time::timeout(Duration::from_millis(500), &mut waiting).await;
+                                break "its credential was revoked".to_owned();
+                            }
+                        }
                     }
                 };
                 up.conn.store(None);

@@ -78,6 +78,57 @@ pub enum CredentialMode {
     TokenExchange,
 }
 
+/// How a credential reaches the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// `Authorization: Bearer` on every HTTP request (HTTP upstreams; the default there).
+    Header,
+    /// `_meta["io.mcp-warden/credential"]` on every `tools/call` (stdio; the default there).
+    Meta,
+    /// One long-lived token in an environment variable at spawn (stdio).
+    Env,
+}
+
+/// Where an upstream's OAuth 2.0 authorization server is and how the gateway authenticates
+/// to it (`credential = "oauth2_client_credentials"` or `"token_exchange"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OauthSpec {
+    /// The token endpoint.
+    pub token_url: String,
+    /// The gateway's client id there.
+    pub client_id: String,
+    /// The environment variable that holds the client secret (read when a token is needed).
+    pub client_secret_env: String,
+    /// Scopes asked for per action class (default: the class name).
+    pub scopes: BTreeMap<ActionClass, Vec<String>>,
+    /// The RFC 8707 `resource` parameter (default: the upstream's audience).
+    pub resource: String,
+    /// Client authentication: HTTP Basic (`client_secret_basic`, the default) or form fields.
+    pub basic_auth: bool,
+    /// Token exchange: the audience of the subject token the gateway mints for the
+    /// authorization server (default: the token URL).
+    pub subject_audience: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOauth {
+    token_url: String,
+    client_id: String,
+    client_secret_env: String,
+    #[serde(default)]
+    scopes: BTreeMap<ActionClass, Vec<String>>,
+    resource: Option<String>,
+    #[serde(default = "default_auth_method")]
+    auth_method: String,
+    subject_audience: Option<String>,
+}
+
+fn default_auth_method() -> String {
+    "client_secret_basic".to_owned()
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEntry {
@@ -93,6 +144,9 @@ struct RawEntry {
     audience: Option<String>,
     #[serde(default = "default_credential")]
     credential: CredentialMode,
+    credential_via: Option<Delivery>,
+    credential_env: Option<String>,
+    oauth: Option<RawOauth>,
     #[serde(default = "default_enabled")]
     enabled: bool,
     #[serde(default)]
@@ -145,6 +199,12 @@ pub struct UpstreamSpec {
     pub audience: String,
     /// How its credential is obtained.
     pub credential: CredentialMode,
+    /// How the credential reaches it.
+    pub credential_via: Delivery,
+    /// The environment variable of a spawn-time credential (`credential_via = "env"`).
+    pub credential_env: String,
+    /// Its authorization server, for `oauth2_client_credentials` and `token_exchange`.
+    pub oauth: Option<OauthSpec>,
     /// Disabled upstreams are neither connected nor exposed.
     pub enabled: bool,
     /// Declared action class per tool; undeclared tools are `write`.
@@ -325,11 +385,116 @@ fn load_file(path: &Path, base: &Path) -> Result<UpstreamSpec, RegistryError> {
             ),
         ));
     }
+    let is_http = matches!(transport, Transport::Http { .. });
+    let credential_via = match (raw.credential_via, is_http) {
+        (None, true) => Delivery::Header,
+        (None, false) => Delivery::Meta,
+        (Some(Delivery::Header), false) => {
+            return Err(value_err(
+                "credential_via",
+                "\"header\" is for `url` upstreams; a `command` upstream takes \"meta\" or \"env\""
+                    .to_owned(),
+            ));
+        }
+        (Some(Delivery::Meta | Delivery::Env), true) => {
+            return Err(value_err(
+                "credential_via",
+                "an HTTP upstream receives its credential as `Authorization: Bearer` (\"header\")"
+                    .to_owned(),
+            ));
+        }
+        (Some(d), _) => d,
+    };
+    let credential_env = raw
+        .credential_env
+        .unwrap_or_else(|| "WARDEN_UPSTREAM_TOKEN".to_owned());
+    if credential_env.is_empty()
+        || !credential_env
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(value_err(
+            "credential_env",
+            format!("{credential_env:?} is not an environment variable name ([A-Za-z0-9_]+)"),
+        ));
+    }
+    let audience = raw
+        .audience
+        .unwrap_or_else(|| format!("mcp-warden:upstream:{name}"));
+    let needs_oauth = matches!(
+        raw.credential,
+        CredentialMode::Oauth2ClientCredentials | CredentialMode::TokenExchange
+    );
+    let oauth = match (raw.oauth, needs_oauth) {
+        (None, true) => {
+            return Err(value_err(
+                "oauth",
+                format!(
+                    "credential = {:?} needs an [oauth] table (token_url, client_id, client_secret_env)",
+                    raw.credential
+                ),
+            ));
+        }
+        (Some(_), false) => {
+            return Err(value_err(
+                "oauth",
+                "only for credential = \"oauth2_client_credentials\" or \"token_exchange\""
+                    .to_owned(),
+            ));
+        }
+        (None, false) => None,
+        (Some(o), true) => {
+            if !(o.token_url.starts_with("http://") || o.token_url.starts_with("https://")) {
+                return Err(value_err(
+                    "oauth.token_url",
+                    format!("expected an http:// or https:// URL, got {:?}", o.token_url),
+                ));
+            }
+            if o.client_id.is_empty() || o.client_secret_env.is_empty() {
+                return Err(value_err(
+                    "oauth.client_id",
+                    "client_id and client_secret_env must not be empty".to_owned(),
+                ));
+            }
+            let basic_auth = match o.auth_method.as_str() {
+                "client_secret_basic" => true,
+                "client_secret_post" => false,
+                other => {
+                    return Err(value_err(
+                        "oauth.auth_method",
+                        format!(
+                            "expected \"client_secret_basic\" or \"client_secret_post\", got {other:?}"
+                        ),
+                    ));
+                }
+            };
+            let mut scopes = o.scopes;
+            for class in [
+                ActionClass::Read,
+                ActionClass::Write,
+                ActionClass::Destructive,
+            ] {
+                scopes
+                    .entry(class)
+                    .or_insert_with(|| vec![class.as_str().to_owned()]);
+            }
+            Some(OauthSpec {
+                subject_audience: o.subject_audience.unwrap_or_else(|| o.token_url.clone()),
+                token_url: o.token_url,
+                client_id: o.client_id,
+                client_secret_env: o.client_secret_env,
+                scopes,
+                resource: o.resource.unwrap_or_else(|| audience.clone()),
+                basic_auth,
+            })
+        }
+    };
     Ok(UpstreamSpec {
+        credential_via,
+        credential_env,
+        oauth,
         domain: raw.domain.unwrap_or_else(|| name.clone()),
-        audience: raw
-            .audience
-            .unwrap_or_else(|| format!("mcp-warden:upstream:{name}")),
+        audience,
         name,
         transport,
         prefix,
