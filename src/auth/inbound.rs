@@ -392,3 +392,6 @@ impl Clone for KeySet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod approvals;
 pub mod classify;
 pub mod contain;
+pub mod keys;
 pub mod pin;
 pub mod policy;
 pub mod quarantine;
@@ -41,6 +42,8 @@ pub enum Command {
     /// Classify a text as the output safety stage would (`classify FILE`), or score the
     /// classifier on the labelled corpus (`classify --eval`).
     Classify(classify::ClassifyArgs),
+    /// The gateway's signing keys for minted upstream credentials: show the JWKS, rotate.
+    Keys(keys::KeysArgs),
     /// Serve the admin MCP tools on stdio (`--stdio`), as `cli_principal` (or `--as ID`).
     Admin(admin::AdminArgs),
     /// Run a fixture MCP server (the demo notes server, the conformance fixture).
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Contain(args) => contain::main(args),
         Command::Admin(args) => admin::main(args),
         Command::Classify(args) => classify::main(args),
+        Command::Keys(args) => keys::main(args),
         Command::Fixture(args) => crate::fixture::main(args),
     }
 }

@@ -405,6 +405,25 @@ fn load_file(path: &Path, base: &Path) -> Result<UpstreamSpec, RegistryError> {
         }
         (Some(d), _) => d,
     };
+    if credential_via == Delivery::Env && raw.credential != CredentialMode::Minted {
+        return Err(value_err(
+            "credential_via",
+            "\"env\" hands over one gateway-minted token at spawn: it needs credential = \"minted\"".to_owned(),
+        ));
+    }
+    if let Transport::Http {
+        headers_from_env, ..
+    } = &transport
+        && raw.credential != CredentialMode::None
+        && headers_from_env
+            .keys()
+            .any(|h| h.eq_ignore_ascii_case("authorization"))
+    {
+        return Err(value_err(
+            "headers_from_env",
+            "`Authorization` is the gateway's credential for this upstream (credential is not \"none\"); do not set it from the environment".to_owned(),
+        ));
+    }
     let credential_env = raw
         .credential_env
         .unwrap_or_else(|| "WARDEN_UPSTREAM_TOKEN".to_owned());
