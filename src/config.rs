@@ -218,7 +218,7 @@ impl Default for RawConfig {
                 issuer: None,
                 token_ttl_sec: 300.0,
                 refresh_before_sec: 30.0,
-                env_token_ttl_sec: 86_400.0,
+                env_token_ttl_sec: 43_200.0,
                 service_subject: "mcp-warden".to_owned(),
             },
         }

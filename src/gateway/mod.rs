@@ -211,7 +211,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let mut tasks = JoinSet::new();
     tasks.spawn(catalog_task(gateway.clone(), changed_rx));
-    tasks.spawn(event_task(store.clone(), events_rx));
+    tasks.spawn(event_task(store.clone(), events_rx, shutdown.clone()));
     tasks.spawn(control_task(gateway.clone(), shutdown.clone()));
     tasks.spawn(policy_task(
         gateway.clone(),
@@ -283,15 +283,31 @@ impl Running {
     }
 }
 
-/// Write drift and registry events to the store and the log (the gates issue pages on them).
+/// Write drift, registry and authentication events to the store and the log (the gates issue
+/// pages on them). At shutdown, what is queued is written before the task ends.
 async fn event_task(
     store: SqliteStore,
     mut events: mpsc::UnboundedReceiver<crate::store::GateEvent>,
+    stop: CancellationToken,
 ) {
-    while let Some(e) = events.recv().await {
+    async fn write(store: &SqliteStore, e: crate::store::GateEvent) {
         tracing::warn!(gate = e.gate, upstream = %e.upstream, ticket = ?e.ticket, "{}", e.detail);
         if let Err(error) = store.record_event(&e).await {
             tracing::error!(%error, gate = e.gate, "gate event not stored");
+        }
+    }
+    loop {
+        tokio::select! {
+            e = events.recv() => match e {
+                Some(e) => write(&store, e).await,
+                None => return,
+            },
+            () = stop.cancelled() => {
+                while let Ok(e) = events.try_recv() {
+                    write(&store, e).await;
+                }
+                return;
+            }
         }
     }
 }
