@@ -8,3 +8,5 @@ pub mod credentials;
 pub mod inbound;
 pub mod keys;
 pub mod transport;
+#[cfg(test)]
+mod bench;
