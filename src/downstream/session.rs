@@ -261,7 +261,17 @@ impl ServerHandler for AgentSession {
             None
         };
         let who = self.who(&context)?;
-        pipeline::call_tool(&self.gw, &who, &self.chain_id, request, &context, level).await
+        // A 2026-07-28 agent over HTTP has no session: each request gets a fresh handler, so
+        // its calls belong to one chain per principal (the chain isolation stage may narrow
+        // this with a chain named in `_meta`).
+        let stateless_chain;
+        let chain: &str = if self.who.is_none() && !dispatch::agent_is_legacy(&context) {
+            stateless_chain = format!("principal:{}", who.principal().id);
+            &stateless_chain
+        } else {
+            &self.chain_id
+        };
+        pipeline::call_tool(&self.gw, &who, chain, request, &context, level).await
     }
 
     async fn list_resources(
