@@ -2,16 +2,17 @@
 //! stage on one 64 KiB result. Run on demand:
 //!
 //! ```text
-//! cargo run --release --example bench_safety -- [--rounds 15] [--mib 2]
+//! cargo run --release --example bench_safety -- [--rounds 15] [--mib 2] [--only CASE]
 //! ```
 //!
 //! Clean text is generated (seeded, so every run reads the same bytes): English prose (a few
 //! hundred common words, picked uniformly), JSON
 //! records (ids, timestamps, prices, UUIDs, git hashes, URLs) and Rust/Python code, mixed in
 //! equal parts, `--mib` MiB in all. Dirty text is the same with a secret, a personal datum, an
-//! injected instruction or a hidden character every ~512 bytes. The 64 KiB case is a JSON
-//! tool result with a handful of findings: `scan` + `verdict` + `redact`. Figures are medians
-//! over `--rounds` rounds.
+//! injected instruction or a hidden character every ~512 bytes. The 64 KiB cases are one tool
+//! result, dirty (a finding every ~512 bytes) and clean: `scan` + `verdict` + `redact`. Figures
+//! are medians over `--rounds` rounds. `--only clean|dirty|result|clean-result` runs one case
+//! (to count its instructions with `valgrind --tool=callgrind`).
 
 #![expect(
     clippy::indexing_slicing,
@@ -521,23 +522,29 @@ fn main() {
     }
     let rounds = arg("--rounds", 15);
     let size = arg("--mib", 2) << 20;
+    // `--only clean|dirty|result|clean-result`: one case (for `valgrind --tool=callgrind`)
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let wanted = |case: &str| only.as_deref().is_none_or(|o| o == case);
     let classifier = Classifier::new(&[]).expect("built-in tables compile");
     let policy = OutputPolicy::default();
-    let clean_text = clean(size, 7);
-    let dirty_text = dirty(size, 7);
-    let result = dirty(64 << 10, 11);
-    let mut cut = (64 << 10).min(result.len());
-    while !result.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let result = &result[..cut];
 
-    for (name, text) in [("clean", &clean_text), ("dirty", &dirty_text)] {
+    for (name, make) in [
+        ("clean", clean as fn(usize, u64) -> String),
+        ("dirty", dirty),
+    ] {
+        if !wanted(name) {
+            continue;
+        }
+        let text = make(size, 7);
         let mut mbps = Vec::new();
         let mut found = 0;
         for _ in 0..rounds {
             let t = Instant::now();
-            found = black_box(classifier.scan(black_box(text))).len();
+            found = black_box(classifier.scan(black_box(&text))).len();
             mbps.push(text.len() as f64 / t.elapsed().as_secs_f64() / 1e6);
         }
         println!(
@@ -547,24 +554,43 @@ fn main() {
         );
     }
 
-    let mut micros = Vec::new();
-    let mut found = 0;
-    for _ in 0..rounds.max(50) {
-        let t = Instant::now();
-        let findings = classifier.scan(black_box(result));
-        let verdict = policy.verdict("crm", "lookup", &findings);
-        let out = if verdict.action == Action::Redact {
-            let by_index = |f: &safety::Finding| policy.action("crm", "lookup", f);
-            redact(result, &findings, by_index)
+    for (name, make) in [
+        ("result", dirty as fn(usize, u64) -> String),
+        ("clean-result", clean),
+    ] {
+        if !wanted(name) {
+            continue;
+        }
+        let result = make(64 << 10, 11);
+        let mut cut = (64 << 10).min(result.len());
+        while !result.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let result = &result[..cut];
+        let mut micros = Vec::new();
+        let mut found = 0;
+        for _ in 0..rounds.max(50) {
+            let t = Instant::now();
+            let findings = classifier.scan(black_box(result));
+            let verdict = policy.verdict("crm", "lookup", &findings);
+            let out = if verdict.action == Action::Redact {
+                let by_index = |f: &safety::Finding| policy.action("crm", "lookup", f);
+                redact(result, &findings, by_index)
+            } else {
+                String::new()
+            };
+            black_box(out);
+            found = findings.len();
+            micros.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let label = if name == "result" {
+            "64 KiB result"
         } else {
-            String::new()
+            "64 KiB clean"
         };
-        black_box(out);
-        found = findings.len();
-        micros.push(t.elapsed().as_secs_f64() * 1e6);
+        println!(
+            "{label}: {:.0} µs median (scan + verdict + redact, {found} findings)",
+            median(micros)
+        );
     }
-    println!(
-        "64 KiB result: {:.0} µs median (scan + verdict + redact, {found} findings)",
-        median(micros)
-    );
 }

@@ -181,32 +181,44 @@ static CLASS: [u8; 256] = {
     t
 };
 
+/// The class of `b` in [`CLASS`].
+pub(super) fn class(b: u8) -> u8 {
+    CLASS.get(usize::from(b)).copied().unwrap_or(0)
+}
+
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
-/// Whether one of the eight bytes of `v` is 0.
-fn has_zero(v: u64) -> bool {
-    v.wrapping_sub(ONES) & !v & HIGH != 0
+/// Bytes per block of the trigger search.
+const BLOCK: usize = 64;
+
+/// 1 for a byte that may have a [`CLASS`], 0 for one that has none: a superset (`0x30`–`0x40`,
+/// that is digits, `:`, `=`, `@`, `<` and `;>?`; controls; DEL and every byte from 0x80; `-`,
+/// `_`, `]`), without branches, so that the compiler makes vector code of a block of it.
+pub(super) fn maybe_class(b: u8) -> u8 {
+    u8::from(b.wrapping_sub(0x30) <= 0x10)
+        | u8::from(b < 0x20)
+        | u8::from(b >= 0x7f)
+        | u8::from(b == b'-')
+        | u8::from(b == b'_')
+        | u8::from(b == b']')
 }
 
-/// Whether one of the eight bytes of `w` may have a [`CLASS`] (a superset, by bit tricks):
-/// `0x30`–`0x40` (digits, `:`, `=`, `@`, `<` and `;>?`), `-`, `_`, `]`, controls, DEL, and
-/// every byte from 0x80.
-fn maybe_trigger(w: u64) -> bool {
+/// The high bit of every byte of `low7` (bytes below 0x80) that is in `lo..=hi` (`lo` ≥ 1);
+/// no carry crosses a byte.
+fn bytes_in(low7: u64, lo: u8, hi: u8) -> u64 {
+    low7.wrapping_add(ONES * u64::from(0x80 - lo))
+        & (ONES * (0x80 + u64::from(hi))).wrapping_sub(low7)
+        & HIGH
+}
+
+/// The high bit of every byte of `w` that [`is_word`] (exact).
+pub(super) fn word_bytes(w: u64) -> u64 {
     let low7 = w & (ONES * 0x7f);
-    // bytes strictly between 0x2F and 0x41 (high bit clear)
-    let between = (ONES * (0x7f + 0x41)).wrapping_sub(low7)
-        & !w
-        & low7.wrapping_add(ONES * (0x7f - 0x2f))
-        & HIGH;
-    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    between != 0
-        || below_space != 0
-        || w & HIGH != 0
-        || has_zero(w ^ (ONES * u64::from(b'-')))
-        || has_zero(w ^ (ONES * u64::from(b'_')))
-        || has_zero(w ^ (ONES * u64::from(b']')))
-        || has_zero(w ^ (ONES * 0x7f))
+    let letters = bytes_in(low7 | (ONES * 0x20), b'a', b'z');
+    let digits = bytes_in(low7, b'0', b'9');
+    let underscore = bytes_in(low7, b'_', b'_');
+    (letters | digits | underscore) & !w
 }
 
 impl Engine {
@@ -276,6 +288,8 @@ impl Engine {
             out: Vec::new(),
             cursor: 0,
             word_end: 0,
+            block: usize::MAX,
+            flags: [0; BLOCK],
         };
         let mut on_match = |pattern: usize, start: usize| {
             scan.gap(self, start);
@@ -309,6 +323,11 @@ pub(super) struct Scan<'t> {
     cursor: usize,
     /// Keyword candidates before this offset were already judged (one identifier, one verdict).
     pub word_end: usize,
+    /// Start of the block (a multiple of [`BLOCK`]) whose [`maybe_class`] bytes are in
+    /// `flags`; `usize::MAX` before the first.
+    block: usize,
+    /// [`maybe_class`] of each byte of that block (0 past the end of the text).
+    flags: [u8; BLOCK],
 }
 
 impl Scan<'_> {
@@ -316,38 +335,15 @@ impl Scan<'_> {
     fn gap(&mut self, engine: &Engine, to: usize) {
         let mut i = self.cursor;
         while i < to {
-            // eight bytes at a time while none of them can be a trigger
-            while i + 8 <= to {
-                let word = self
-                    .bytes
-                    .get(i..i + 8)
-                    .and_then(|c| <[u8; 8]>::try_from(c).ok());
-                match word {
-                    Some(w) if !maybe_trigger(u64::from_le_bytes(w)) => i += 8,
-                    _ => break,
-                }
-            }
-            let Some(rest) = self.bytes.get(i..to) else {
+            let Some(at) = self.next_trigger(i, to) else {
                 break;
             };
-            let Some(off) = rest
-                .iter()
-                .position(|&b| CLASS.get(usize::from(b)).is_some_and(|&c| c != 0))
-            else {
-                break;
-            };
-            let at = i + off;
-            let class = self
-                .bytes
-                .get(at)
-                .and_then(|&b| CLASS.get(usize::from(b)))
-                .copied()
-                .unwrap_or(0);
+            let class = class(self.at(at));
             let next = match class {
                 // a digit inside a word (hex, ids, `v2`): skip the word here, unless its
                 // first two letters may start an IBAN (`DE89…`)
                 DIGIT if is_word(self.before(at)) && !self.before(at).is_ascii_uppercase() => {
-                    self.run(at, 4096, is_word)
+                    self.end_of_word(at)
                 }
                 DIGIT => pii::number(self, at),
                 AT => pii::email(self, at, &engine.phrases),
@@ -372,6 +368,64 @@ impl Scan<'_> {
             i = next.max(at + 1);
         }
         self.cursor = self.cursor.max(i).max(to);
+    }
+
+    /// The first offset in `from..to` whose byte has a [`CLASS`]: the candidates of a block
+    /// of [`BLOCK`] bytes are found at once (vector code), each checked in the table; a block
+    /// is read once however many triggers it holds.
+    fn next_trigger(&mut self, from: usize, to: usize) -> Option<usize> {
+        let mut at = from;
+        while at < to {
+            let block = at - at % BLOCK;
+            if block != self.block {
+                self.load_block(block);
+            }
+            let mut word = (at - block) / 8;
+            let mut skip = (at - block) % 8;
+            while word < BLOCK / 8 {
+                // every word is there; were it not, all its bytes would be candidates
+                let flags = self
+                    .flags
+                    .get(word * 8..word * 8 + 8)
+                    .and_then(|f| <[u8; 8]>::try_from(f).ok())
+                    .map_or(ONES, u64::from_le_bytes);
+                let mut candidates = flags & (u64::MAX << (skip * 8));
+                while candidates != 0 {
+                    let k = block + word * 8 + (candidates.trailing_zeros() / 8) as usize;
+                    if k >= to {
+                        return None;
+                    }
+                    if class(self.at(k)) != 0 {
+                        return Some(k);
+                    }
+                    candidates &= candidates - 1;
+                }
+                skip = 0;
+                word += 1;
+            }
+            at = block + BLOCK;
+        }
+        None
+    }
+
+    /// Fill `flags` for the block starting at `block`.
+    fn load_block(&mut self, block: usize) {
+        self.block = block;
+        let full = self
+            .bytes
+            .get(block..block + BLOCK)
+            .and_then(|b| <&[u8; BLOCK]>::try_from(b).ok());
+        if let Some(bytes) = full {
+            for (f, &b) in self.flags.iter_mut().zip(bytes) {
+                *f = maybe_class(b);
+            }
+        } else {
+            self.flags = [0; BLOCK];
+            let tail = self.bytes.get(block..).unwrap_or_default();
+            for (f, &b) in self.flags.iter_mut().zip(tail) {
+                *f = maybe_class(b);
+            }
+        }
     }
 
     /// Judge one prefilter match.
@@ -421,6 +475,29 @@ impl Scan<'_> {
             .map_or(end.max(i), |p| i + p)
     }
 
+    /// `run(i, 4096, is_word)`, eight bytes at a time: the end of the word (hash, identifier,
+    /// number) at `i`.
+    pub(super) fn end_of_word(&self, i: usize) -> usize {
+        let end = i.saturating_add(4096).min(self.bytes.len());
+        let Some(hay) = self.bytes.get(i..end) else {
+            return end.max(i);
+        };
+        let mut base = i;
+        for chunk in hay.chunks_exact(8) {
+            let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+                break;
+            };
+            let other = !word_bytes(u64::from_le_bytes(word)) & HIGH;
+            if other != 0 {
+                return base + (other.trailing_zeros() / 8) as usize;
+            }
+            base += 8;
+        }
+        hay.get(base - i..)
+            .and_then(|rest| rest.iter().position(|&b| !is_word(b)))
+            .map_or(end, |p| base + p)
+    }
+
     /// The start of the run of bytes ending before `i` that satisfy `pred`, at most `max` long.
     pub(super) fn run_back(&self, i: usize, max: usize, pred: impl Fn(u8) -> bool) -> usize {
         let lo = i.saturating_sub(max);
@@ -451,13 +528,42 @@ impl Scan<'_> {
 
 /// Whether `hay` contains `needle` (lower case), ASCII case-insensitively.
 pub(super) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty()
+    let Some((first, rest)) = needle.split_first() else {
+        return false;
+    };
+    let first = first.to_ascii_lowercase();
+    // compare the rest only where the first byte matches
+    hay.len() >= needle.len()
         && hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+            .get(..=hay.len() - needle.len())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .any(|(p, &b)| {
+                b.to_ascii_lowercase() == first
+                    && hay
+                        .get(p + 1..p + needle.len())
+                        .is_some_and(|s| s.eq_ignore_ascii_case(rest))
+            })
 }
 
 /// Letters, digits and `_`.
 pub(super) fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    WORD.get(usize::from(b)).copied().unwrap_or(false)
 }
+
+/// [`is_word`] as a table: one load per byte in the word runs the loop skips (hashes, ids).
+#[expect(
+    clippy::indexing_slicing,
+    reason = "built at compile time: every index is below 256"
+)]
+static WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'_';
+        i += 1;
+    }
+    t
+};

@@ -12,8 +12,10 @@
 //! CPU has it) finds the anchors of every pattern that has one (token prefixes such as `ghp_`,
 //! keywords such as `assword`, phrase starts such as `gnor`); in the gaps between its matches a
 //! byte-class loop looks at the few bytes no literal can anchor (digits, `@`, control bytes,
-//! the lead bytes of invisible characters). Both walk the text together, front to back, so each
-//! part of the text is in cache once. Validators (Luhn, mod-97, entropy, boundaries, context)
+//! the lead bytes of invisible characters); it marks the bytes that may be one of those 64 at
+//! a time, in branch-free code the compiler turns into vector instructions, and checks each
+//! marked byte in a table. Both walk the text together, front to back, so each part of the
+//! text is in cache once. Validators (Luhn, mod-97, entropy, boundaries, context)
 //! run only on those candidates. Custom patterns, when there are any, go through one
 //! [`regex::RegexSet`] pass, and each pattern that matched is then run alone to place its spans.
 //!

@@ -34,7 +34,7 @@ pub(super) fn number(scan: &mut Scan<'_>, i: usize) -> usize {
         {
             return end;
         }
-        return scan.run(i, 4096, is_word);
+        return scan.end_of_word(i);
     }
     if matches!(before, b'.' | b',') && scan.before(i - 1).is_ascii_digit() {
         // the decimals of a number
@@ -44,8 +44,18 @@ pub(super) fn number(scan: &mut Scan<'_>, i: usize) -> usize {
     if matches!(before, b'+' | b'(') && !is_word(scan.before(i - 1)) {
         start = i - 1;
     }
-    // most numbers are short (`"id": 12345,`, `19.99`, `10:22`): count the digits of the run
-    // of digits and separators before reading its shape
+    // most numbers are short and stand alone (`"id": 12345,`, `widget-474"`): one short run
+    // of digits and no separator after it has no shape to read
+    let first_end = scan.run(i, 7, |b| b.is_ascii_digit());
+    if first_end - i < 7 && !matches!(scan.at(first_end), b' ' | b'-' | b'.' | b'/' | b')') {
+        return if is_word(scan.at(first_end)) {
+            scan.end_of_word(first_end)
+        } else {
+            first_end
+        };
+    }
+    // other short numbers (`19.99`, `10:22`, `2 of 3`): count the digits of the run of digits
+    // and separators before reading its shape
     let run = scan.run(i, 40, |b| {
         b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'.' | b'/' | b')')
     });
@@ -59,7 +69,7 @@ pub(super) fn number(scan: &mut Scan<'_>, i: usize) -> usize {
             end -= 1;
         }
         return if is_word(scan.at(end)) {
-            scan.run(end, 4096, is_word)
+            scan.end_of_word(end)
         } else {
             end
         };

@@ -566,17 +566,19 @@ fn judge(scan: &mut Scan<'_>, right: usize) {
     let Some(text) = scan.bytes.get(v.start..v.end) else {
         return;
     };
-    if placeholder(text) {
-        return;
-    }
-    if aws && text.len() == 40 && text.iter().all(|&b| b64(b)) {
-        scan.push(K::AwsSecretKey, v.start, v.end, CONTEXTUAL);
+    // the shape first: most values in code and JSON are not secrets by it, and it is cheaper
+    // than the placeholder check
+    let kind = if aws && text.len() == 40 && text.iter().all(|&b| b64(b)) {
+        Some(K::AwsSecretKey)
     } else if is_password {
-        if password_like(text, &v) {
-            scan.push(K::Password, v.start, v.end, CONTEXTUAL);
-        }
-    } else if token_like(text) {
-        scan.push(K::GenericSecret, v.start, v.end, CONTEXTUAL);
+        password_like(text, &v).then_some(K::Password)
+    } else {
+        token_like(text).then_some(K::GenericSecret)
+    };
+    if let Some(kind) = kind
+        && !placeholder(text)
+    {
+        scan.push(kind, v.start, v.end, CONTEXTUAL);
     }
 }
 
@@ -750,11 +752,10 @@ fn placeholder(v: &[u8]) -> bool {
         "[masked",
         "•••",
     ];
-    let lower = v.to_ascii_lowercase();
     let first = v.first().copied().unwrap_or(0);
     v.is_empty()
-        || EXACT.iter().any(|e| lower == e.as_bytes())
-        || INSIDE.iter().any(|w| contains_ci(&lower, w.as_bytes()))
+        || EXACT.iter().any(|e| v.eq_ignore_ascii_case(e.as_bytes()))
+        || INSIDE.iter().any(|w| contains_ci(v, w.as_bytes()))
         || v.iter().all(|&b| b == first)
         || matches!(first, b'$' | b'%' | b'[' | b'{' | b'@' | b'*')
 }

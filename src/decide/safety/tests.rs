@@ -42,6 +42,49 @@ fn kinds_match_the_table() {
 }
 
 #[test]
+fn byte_tricks_match_the_tables() {
+    use super::detect::{class, is_word, maybe_class, word_bytes};
+    for b in 0..=u8::MAX {
+        // the vector pass may flag more bytes than the table, never fewer
+        assert!(class(b) == 0 || maybe_class(b) == 1, "byte {b:#04x}");
+        // the word run, eight bytes at a time, at every position between other bytes
+        for k in 0..8 {
+            for other in [b'a', b' ', b'0', 0x80, b'_', b'"'] {
+                let mut word = [other; 8];
+                word[k] = b;
+                let high = word_bytes(u64::from_le_bytes(word)) >> (k * 8 + 7) & 1 == 1;
+                assert_eq!(high, is_word(b), "byte {b:#04x} at {k} among {other:#04x}");
+            }
+        }
+    }
+}
+
+#[test]
+fn findings_across_block_boundaries() {
+    // the gap loop reads the text in blocks of 64 bytes: a finding may start or end anywhere
+    let classifier = Classifier::default();
+    for n in 0..140 {
+        let pad = "ab ".repeat(n / 3) + &"x".repeat(n % 3);
+        for (dirt, kind) in [
+            ("4111 1111 1111 1111", "payment_card"),
+            ("jane.doe@acme-corp.com", "email"),
+            ("zero\u{200B}width", "zero_width"),
+            ("\x1b[31m", "ansi_escape"),
+            ("ghp_a8B3kL9mN2pQ4rS6tU8vW0xY1zA3bC5dE7fG", "github_token"),
+            ("password=Hunter2024!", "password"),
+        ] {
+            for text in [format!("{pad} {dirt}"), format!("{pad} {dirt} {pad}")] {
+                let found = classifier.scan(&text);
+                assert!(
+                    found.iter().any(|f| &*f.kind == kind),
+                    "{kind} not found in {text:?}: {found:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn builtin_tables_compile() {
     assert!(detect::Engine::new().is_some());
 }
