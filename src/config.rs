@@ -59,6 +59,18 @@ struct RawConfig {
     state_dir: PathBuf,
     auth: RawAuth,
     minting: RawMinting,
+    chain: RawChain,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChain {
+    max_depth: u32,
+    max_calls: u32,
+    max_fanout: u32,
+    fanout_window_sec: f64,
+    handoff_ttl_sec: f64,
+    idle_sec: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -214,6 +226,14 @@ impl Default for RawConfig {
                 cache_max_sec: 300.0,
                 issuers: Vec::new(),
             },
+            chain: RawChain {
+                max_depth: 4,
+                max_calls: 1000,
+                max_fanout: 60,
+                fanout_window_sec: 10.0,
+                handoff_ttl_sec: 300.0,
+                idle_sec: 3600.0,
+            },
             minting: RawMinting {
                 issuer: None,
                 token_ttl_sec: 300.0,
@@ -260,6 +280,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Credentials the gateway mints for upstreams.
     pub minting: MintingConfig,
+    /// Chain isolation: budgets and handoffs.
+    pub chain: ChainConfig,
     /// The config file it was read from, if any (for messages).
     pub source: Option<PathBuf>,
 }
@@ -315,6 +337,17 @@ pub struct IssuerConfig {
     pub labels: Vec<String>,
     /// How often the JWKS is fetched again at most (besides on an unknown `kid`).
     pub jwks_refresh: Duration,
+}
+
+/// Chain isolation settings: the global budgets (policy rules may tighten them) and handoffs.
+#[derive(Debug, Clone)]
+pub struct ChainConfig {
+    /// Budgets every chain gets.
+    pub budgets: crate::decide::chain::Budgets,
+    /// Life of a handoff object.
+    pub handoff_ttl: Duration,
+    /// A chain idle this long is forgotten.
+    pub idle: Duration,
 }
 
 /// Settings of the credentials the gateway mints.
@@ -550,8 +583,20 @@ impl Config {
             env_token_ttl: secs("minting.env_token_ttl_sec", raw.minting.env_token_ttl_sec)?,
             service_subject: raw.minting.service_subject.clone(),
         };
+        let window = secs("chain.fanout_window_sec", raw.chain.fanout_window_sec)?;
+        let chain = ChainConfig {
+            budgets: crate::decide::chain::Budgets {
+                max_depth: Some(raw.chain.max_depth),
+                max_calls: Some(raw.chain.max_calls),
+                max_fanout: Some(raw.chain.max_fanout),
+                window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            },
+            handoff_ttl: secs("chain.handoff_ttl_sec", raw.chain.handoff_ttl_sec)?,
+            idle: secs("chain.idle_sec", raw.chain.idle_sec)?,
+        };
         Ok(Self {
             source: None,
+            chain,
             state_dir: rel(raw.state_dir.clone()),
             auth,
             minting,

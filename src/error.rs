@@ -73,6 +73,9 @@ pub enum GatewayError {
     /// The store could not be read or written where a decision needs it (fail closed).
     #[error("the gateway's store is unavailable: {0}")]
     Store(String),
+    /// The chain gate refused: another domain without a valid handoff, or a budget.
+    #[error("chain: {detail} ({code})")]
+    Chain { code: &'static str, detail: String },
     /// No credential could be obtained for the upstream (minting, its authorization server,
     /// a revoked audience): the call is not sent without one (fail closed).
     #[error("no credential for upstream `{name}`: {detail}")]
@@ -113,6 +116,7 @@ impl GatewayError {
             | Self::InvalidArguments(_)
             | Self::QuarantineRefused { .. }
             | Self::Credential { .. }
+            | Self::Chain { .. }
             | Self::Store(_) => Decision::Deny,
             Self::Quarantined { .. } => Decision::Allow,
             Self::ApprovalPending { .. } => Decision::RequireApproval,
@@ -138,6 +142,7 @@ impl GatewayError {
             Self::InvalidArguments(_) => "resolve",
             Self::QuarantineRefused { .. } | Self::Quarantined { .. } => "output",
             Self::Credential { .. } => "credential",
+            Self::Chain { .. } => "chain",
             Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Cancelled
@@ -164,6 +169,7 @@ impl GatewayError {
             Self::QuarantineRefused { code, .. } => code,
             Self::Quarantined { .. } => "quarantined",
             Self::Credential { .. } => "credential_unavailable",
+            Self::Chain { code, .. } => code,
             Self::Unavailable { .. } => "upstream_unavailable",
             Self::Timeout { .. } => "timeout",
             Self::Cancelled => "cancelled",
@@ -230,6 +236,7 @@ impl GatewayError {
             | Self::Quarantined { .. }
             | Self::Store(_)
             | Self::Credential { .. }
+            | Self::Chain { .. }
             | Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Transport { .. }
@@ -259,6 +266,7 @@ impl GatewayError {
             | Self::Quarantined { .. }
             | Self::Store(_)
             | Self::Credential { .. }
+            | Self::Chain { .. }
             | Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Cancelled

@@ -65,6 +65,7 @@ async fn bench() {
         credential_via: Delivery::Header,
         credential_env: "WARDEN_UPSTREAM_TOKEN".to_owned(),
         oauth: None,
+        handoff_schema: None,
         enabled: true,
         tools: Default::default(),
         source: "registry/notes.toml".into(),
@@ -95,7 +96,11 @@ async fn bench() {
     let mut tokens = Vec::new();
     for i in 0..ROUNDS * N + 1 {
         let chain = format!("c{i}");
-        let caller = Caller { sub: "alice", chain: &chain, depth: 0 };
+        let caller = Caller {
+            sub: "alice",
+            chain: &chain,
+            depth: 0,
+        };
         let t = creds
             .for_upstream(0, &spec, Some(caller), ActionClass::Read)
             .await
@@ -107,8 +112,15 @@ async fn bench() {
     validator.validate(&warm, &identity.resource).await.unwrap();
     let (mut cold_v, mut warm_v, mut cold_m, mut warm_m) = (vec![], vec![], vec![], vec![]);
     spec.audience = "https://notes.internal".to_owned();
-    let caller = Caller { sub: "alice", chain: "warm", depth: 0 };
-    creds.for_upstream(1, &spec, Some(caller), ActionClass::Write).await.unwrap();
+    let caller = Caller {
+        sub: "alice",
+        chain: "warm",
+        depth: 0,
+    };
+    creds
+        .for_upstream(1, &spec, Some(caller), ActionClass::Write)
+        .await
+        .unwrap();
     let chains: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
     for round in 0..ROUNDS {
         let batch = tokens.get(round * N..(round + 1) * N).unwrap();
@@ -125,7 +137,11 @@ async fn bench() {
         // Cold minting: a cache miss every time (each round its own upstream index).
         let t = Instant::now();
         for chain in &chains {
-            let caller = Caller { sub: "alice", chain, depth: 0 };
+            let caller = Caller {
+                sub: "alice",
+                chain,
+                depth: 0,
+            };
             black_box(
                 creds
                     .for_upstream(2 + round, &spec, Some(caller), ActionClass::Write)
@@ -146,8 +162,20 @@ async fn bench() {
         warm_m.push(per_op(t, N * 10));
     }
     println!("credential stages, medians over {ROUNDS} rounds (µs per operation):");
-    println!("  inbound JWT validation, cold (EdDSA verify + claims): {:8.2}", median(cold_v));
-    println!("  inbound JWT validation, warm (cache hit):             {:8.2}", median(warm_v));
-    println!("  upstream credential, cold (mint + sign):              {:8.2}", median(cold_m));
-    println!("  upstream credential, warm (cache hit):                {:8.2}", median(warm_m));
+    println!(
+        "  inbound JWT validation, cold (EdDSA verify + claims): {:8.2}",
+        median(cold_v)
+    );
+    println!(
+        "  inbound JWT validation, warm (cache hit):             {:8.2}",
+        median(warm_v)
+    );
+    println!(
+        "  upstream credential, cold (mint + sign):              {:8.2}",
+        median(cold_m)
+    );
+    println!(
+        "  upstream credential, warm (cache hit):                {:8.2}",
+        median(warm_m)
+    );
 }

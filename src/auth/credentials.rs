@@ -406,6 +406,63 @@ impl Credentials {
         Ok((token, iat))
     }
 
+    /// Sign `claims` (with `iss` set to this gateway) as a compact JWS with the current key.
+    pub fn sign(
+        &self,
+        mut claims: serde_json::Map<String, serde_json::Value>,
+        typ: &str,
+    ) -> Result<String, CredentialError> {
+        let ring = self.ring.load();
+        claims.insert(
+            "iss".to_owned(),
+            serde_json::Value::String(self.identity.load().issuer.clone()),
+        );
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(ring.kid.clone());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, &claims, &ring.encoding)
+            .map_err(|e| CredentialError::Mint(e.to_string()))
+    }
+
+    /// Verify a token this gateway signed (any published key): signature, `iss`, `exp`, and
+    /// `aud` when `audience` is given. Returns its claims, or why not.
+    pub fn verify_own(
+        &self,
+        token: &str,
+        audience: Option<&[&str]>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| "not a JWT".to_owned())?;
+        if header.alg != Algorithm::EdDSA {
+            return Err("not signed by this gateway".to_owned());
+        }
+        let kid = header.kid.ok_or("no key id")?;
+        let ring = self.ring.load();
+        let public = ring
+            .published
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or("signed by a key this gateway does not publish")?;
+        let key = jsonwebtoken::DecodingKey::from_ed_components(&public.x)
+            .map_err(|_| "bad key".to_owned())?;
+        let mut v = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+        v.set_issuer(&[self.identity.load().issuer.as_str()]);
+        v.set_required_spec_claims(&["exp", "iss"]);
+        v.leeway = 0;
+        match audience {
+            Some(a) => v.set_audience(a),
+            None => v.validate_aud = false,
+        }
+        jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "expired".to_owned(),
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => "bad signature".to_owned(),
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => "wrong audience".to_owned(),
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
+                other => format!("{other:?}"),
+            })
+    }
+
     fn secret(oauth: &OauthSpec) -> Result<String, CredentialError> {
         std::env::var(&oauth.client_secret_env)
             .map_err(|_| CredentialError::MissingSecret(oauth.client_secret_env.clone()))

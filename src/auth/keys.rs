@@ -131,7 +131,7 @@ pub fn load_or_create(state_dir: &Path) -> Result<KeyRing, KeyError> {
     let encoding = encoding.ok_or_else(|| KeyError::Bad {
         path: d.join(format!("{kid}.der")),
     })?;
-    others.sort_by(|a, b| b.0.cmp(&a.0));
+    others.sort_by_key(|o| std::cmp::Reverse(o.0));
     published.extend(others.into_iter().map(|(_, k)| k));
     Ok(KeyRing {
         kid,

@@ -4,9 +4,9 @@
 //! (`keys`) and the HTTP client that puts the credential on the wire (`transport`). The agent's
 //! own token never reaches an upstream: nothing here reads the agent's request.
 
+#[cfg(test)]
+mod bench;
 pub mod credentials;
 pub mod inbound;
 pub mod keys;
 pub mod transport;
-#[cfg(test)]
-mod bench;

@@ -9,6 +9,7 @@
 )]
 pub mod approval;
 pub mod canonical;
+pub mod chain;
 pub mod chars;
 pub mod names;
 pub mod pins;

@@ -52,6 +52,8 @@ pub struct Gateway {
     pub credentials: Arc<Credentials>,
     /// Inbound JWT validation.
     pub validator: Validator,
+    /// Live chains (domain, calls, fan-out window), forgotten when idle.
+    pub chains: crate::pipeline::chain::Chains,
     /// Gate events for the store and the log.
     pub events: mpsc::UnboundedSender<crate::store::GateEvent>,
 }
@@ -165,7 +167,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let validator = Validator::new(&config.auth, http.clone());
     let (changed_tx, changed_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let chains = moka::sync::Cache::builder()
+        .max_capacity(100_000)
+        .time_to_idle(config.chain.idle)
+        .build();
     let gateway = Arc::new(Gateway {
+        chains,
         credentials,
         validator,
         events: events_tx.clone(),

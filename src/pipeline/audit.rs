@@ -50,8 +50,15 @@ impl Draft {
                 output_decision: "",
                 findings: String::new(),
                 quarantine_id: None,
+                chain_depth: 0,
             },
         }
+    }
+
+    /// Record the chain the call belongs to (a call-back continues its caller's chain).
+    pub fn chain(&mut self, id: &str, depth: u32) {
+        id.clone_into(&mut self.row.chain_id);
+        self.row.chain_depth = depth;
     }
 
     /// Record where the call resolved to.

@@ -9,6 +9,7 @@ use crate::auth::credentials::Caller;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::pipeline::authenticate::Authenticated;
+use crate::pipeline::chain::Chain;
 use crate::pipeline::policy::Permit;
 use crate::upstream::Upstream;
 use crate::upstream::registry::Delivery;
@@ -20,15 +21,15 @@ pub async fn obtain(
     index: usize,
     up: &Upstream,
     permit: &Permit,
-    chain: &str,
+    chain: &Chain,
 ) -> Result<Option<Arc<str>>, GatewayError> {
     if up.spec.credential_via == Delivery::Env {
         return Ok(None);
     }
     let caller = Caller {
         sub: &who.principal().id,
-        chain,
-        depth: 0,
+        chain: &chain.id,
+        depth: chain.depth,
     };
     gw.credentials
         .for_upstream(index, &up.spec, Some(caller), permit.class())

@@ -59,15 +59,15 @@ pub async fn bounded<T>(
 }
 
 /// Call `original` on upstream `up` with the agent's arguments, as `permit` allows: under its
-/// time limit, and sent again after a failure only as often as it allows (reads only).
+/// time limit, and sent again after a failure only as often as it allows (reads only); with
+/// the call's credential, if the upstream takes one.
 pub async fn call_tool(
     gw: &Gateway,
     up: &Upstream,
     original: &str,
     mut params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
-    permit: &Permit,
-    credential: Option<&str>,
+    (permit, credential): (&Permit, Option<&str>),
     session_log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, GatewayError> {
     params.name = original.to_owned().into();

@@ -8,8 +8,10 @@
 pub mod approval;
 pub mod audit;
 pub mod authenticate;
+pub mod chain;
 pub mod credential;
 pub mod dispatch;
+pub mod handoff;
 pub mod pin_gate;
 pub mod policy;
 pub mod registry_gate;
@@ -70,7 +72,15 @@ async fn stages(
     log_level: Option<LoggingLevel>,
     draft: &mut audit::Draft,
 ) -> Result<CallToolResponse, GatewayError> {
-    // The gateway's own tool: a released quarantined result, to the principal it belongs to.
+    // chain: which chain the call belongs to (a call-back continues its caller's, one deeper).
+    let chain = chain::locate(gw, who, chain_id, ctx)?;
+    draft.chain(&chain.id, chain.depth);
+    // The gateway's own tools: a handoff into another domain; a released quarantined result,
+    // to the principal it belongs to.
+    if params.name == handoff::HANDOFF_TOOL {
+        draft.builtin("handoff", "write");
+        return handoff::run(gw, who, &chain, params.arguments.as_ref(), ctx, draft).await;
+    }
     if params.name == safety::FETCH_TOOL {
         draft.builtin("quarantine_fetch", "read");
         return safety::fetch(gw, &who.principal().id, params.arguments.as_ref(), draft).await;
@@ -86,6 +96,8 @@ async fn stages(
     // pin gate: only a tool whose live definition is still the pinned one may be reached, and
     // before the policy, so no rule can allow a drifted definition.
     pin_gate::check(&route, up, &params.name)?;
+    // chain gate: the chain stays in its domain unless this call carries a valid handoff.
+    let entry = chain::gate(gw, who, &chain, up, &params.name, draft.args_digest(), ctx)?;
     // policy, then scope gate: decided on the requested action (never on model text).
     let decided = policy::decide(gw, who, up, &route, &params.name, params.arguments.as_ref())?;
     // approval: after the policy and scope gate, so an approval never widens what the
@@ -105,9 +117,20 @@ async fn stages(
         }
     };
     let exposed = params.name.to_string();
+    // chain budgets (the policy's constraints tighten the gateway's), then the handoff is
+    // spent and the chain enters the call's domain: only for a call that will run.
+    chain::commit(
+        gw,
+        who,
+        &chain,
+        entry,
+        up,
+        permit.budgets(&gw.config.chain.budgets),
+    )
+    .await?;
     // credential: issued for this upstream's audience and this action class (the agent's
     // token is never relayed); after every gate, so a refused call gets none.
-    let credential = credential::obtain(gw, who, route.upstream, up, &permit, chain_id).await?;
+    let credential = credential::obtain(gw, who, route.upstream, up, &permit, &chain).await?;
     // dispatch: under the permit's time limit and the agent's cancellation.
     let response = dispatch::call_tool(
         gw,
@@ -115,8 +138,7 @@ async fn stages(
         &route.original,
         params,
         ctx,
-        &permit,
-        credential.as_deref(),
+        (&permit, credential.as_deref()),
         log_level,
     )
     .await?;
@@ -146,6 +168,6 @@ pub fn visible_tools(gw: &Gateway, who: &Authenticated) -> Vec<Tool> {
             })
         })
         .map(|(tool, _)| tool.clone())
-        .chain(std::iter::once(safety::fetch_tool()))
+        .chain([safety::fetch_tool(), handoff::tool()])
         .collect()
 }

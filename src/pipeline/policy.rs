@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rmcp::model::JsonObject;
 
+use crate::decide::chain::Budgets;
 use crate::decide::policy::{Constraints, Decision, Request};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -20,6 +21,7 @@ pub struct Permit {
     max_runtime: Option<Duration>,
     max_retries: u32,
     class: ActionClass,
+    chain: (Option<u32>, Option<u32>, Option<u32>),
 }
 
 impl Permit {
@@ -28,6 +30,13 @@ impl Permit {
     pub fn time_limit(&self, gateway_limit: Duration) -> Duration {
         self.max_runtime
             .map_or(gateway_limit, |m| m.min(gateway_limit))
+    }
+
+    /// The chain budgets: the gateway's, tightened by the policy's constraints.
+    pub fn budgets(&self, global: &Budgets) -> Budgets {
+        let mut b = *global;
+        b.tighten(self.chain.0, self.chain.1, self.chain.2);
+        b
     }
 
     /// The action class of the permitted call.
@@ -150,6 +159,46 @@ fn permit(c: &Constraints, class: ActionClass) -> Permit {
         max_runtime: c.max_runtime,
         max_retries: c.max_retries.unwrap_or(0),
         class,
+        chain: (c.max_chain_depth, c.max_chain_calls, c.max_fanout),
+    }
+}
+
+/// The policy's decision on one of the gateway's own actions (server `warden`), e.g. a
+/// handoff: no rule fires = DENY, as for any call; scopes do not apply (there is no upstream).
+pub fn decide_builtin(
+    gw: &Gateway,
+    who: &Authenticated,
+    tool: &str,
+    exposed: &str,
+    domain: &str,
+    args: Option<&JsonObject>,
+) -> Result<Decided, GatewayError> {
+    let p = who.principal();
+    let req = Request {
+        principal_id: &p.id,
+        principal_labels: &p.labels,
+        server: crate::decide::names::BUILTIN_PREFIX,
+        domain,
+        tool,
+        action: ActionClass::Write.as_str(),
+        args,
+        scope_match: true,
+    };
+    let outcome = gw.policy.load().evaluate(&req);
+    let rule = || outcome.rule.as_deref().unwrap_or("none").to_owned();
+    let permit = || permit(&outcome.constraints, ActionClass::Write);
+    match outcome.decision {
+        Decision::Deny => Err(GatewayError::PolicyDenied {
+            tool: exposed.to_owned(),
+            rule: rule(),
+            reasons: outcome.reasons.join("; "),
+            hidden: false,
+        }),
+        Decision::RequireApproval => Ok(Decided::Approval(NeedsApproval {
+            permit: permit(),
+            why: format!("policy rule `{}` requires approval", rule()),
+        })),
+        Decision::Allow => Ok(Decided::Allow(permit())),
     }
 }
 

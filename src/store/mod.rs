@@ -96,6 +96,8 @@ pub struct AuditRecord {
     pub findings: String,
     /// The quarantined result's id, when the stage withheld it.
     pub quarantine_id: Option<String>,
+    /// How deep in its chain the call was (0: called by an agent directly).
+    pub chain_depth: u32,
 }
 
 /// Most rows written in one transaction.

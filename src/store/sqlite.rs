@@ -90,7 +90,15 @@ CREATE TABLE IF NOT EXISTS revocations (
 CREATE INDEX IF NOT EXISTS quarantine_status ON quarantine (status, created_at);
 ALTER TABLE mcp_audit ADD COLUMN output_decision TEXT NOT NULL DEFAULT '';
 ALTER TABLE mcp_audit ADD COLUMN findings TEXT NOT NULL DEFAULT '';
-ALTER TABLE mcp_audit ADD COLUMN quarantine_id TEXT;"];
+ALTER TABLE mcp_audit ADD COLUMN quarantine_id TEXT;",
+"CREATE TABLE IF NOT EXISTS spent_handoffs (
+    id TEXT PRIMARY KEY,
+    spent_at TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    chain_id TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+ALTER TABLE mcp_audit ADD COLUMN chain_depth INTEGER NOT NULL DEFAULT 0;"];
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
@@ -183,7 +191,7 @@ impl SqliteStore {
         let mut qb = QueryBuilder::new(
             "INSERT INTO mcp_audit (event_time, request_id, actor_id, server_name, tool_name, exposed_name, \
              action_class, decision, stage, reason, outcome, approval_id, chain_id, args_digest, latency_us, \
-             output_decision, findings, quarantine_id) ",
+             output_decision, findings, quarantine_id, chain_depth) ",
         );
         qb.push_values(rows, |mut b, r| {
             b.push_bind(fmt_time(r.event_time))
@@ -203,10 +211,35 @@ impl SqliteStore {
                 .push_bind(r.latency_us)
                 .push_bind(r.output_decision)
                 .push_bind(&r.findings)
-                .push_bind(&r.quarantine_id);
+                .push_bind(&r.quarantine_id)
+                .push_bind(i64::from(r.chain_depth));
         });
         qb.build().execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Spend handoff `id` (single use, across restarts and replicas): `false` when it was
+    /// spent before.
+    pub async fn spend_handoff(
+        &self,
+        id: &str,
+        principal: &str,
+        chain_id: &str,
+        expires_at: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO spent_handoffs (id, spent_at, principal, chain_id, expires_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(fmt_time(now))
+        .bind(principal)
+        .bind(chain_id)
+        .bind(fmt_time(expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Record one gate event.

@@ -147,6 +147,7 @@ struct RawEntry {
     credential_via: Option<Delivery>,
     credential_env: Option<String>,
     oauth: Option<RawOauth>,
+    handoff_schema: Option<serde_json::Value>,
     #[serde(default = "default_enabled")]
     enabled: bool,
     #[serde(default)]
@@ -205,6 +206,9 @@ pub struct UpstreamSpec {
     pub credential_env: String,
     /// Its authorization server, for `oauth2_client_credentials` and `token_exchange`.
     pub oauth: Option<OauthSpec>,
+    /// The JSON Schema of the payload a handoff into its domain must carry (none: its domain
+    /// accepts no handoffs).
+    pub handoff_schema: Option<serde_json::Value>,
     /// Disabled upstreams are neither connected nor exposed.
     pub enabled: bool,
     /// Declared action class per tool; undeclared tools are `write`.
@@ -508,7 +512,16 @@ fn load_file(path: &Path, base: &Path) -> Result<UpstreamSpec, RegistryError> {
             })
         }
     };
+    if let Some(schema) = &raw.handoff_schema
+        && let Err(e) = jsonschema::validator_for(schema)
+    {
+        return Err(value_err(
+            "handoff_schema",
+            format!("not a valid JSON Schema: {e}"),
+        ));
+    }
     Ok(UpstreamSpec {
+        handoff_schema: raw.handoff_schema,
         credential_via,
         credential_env,
         oauth,

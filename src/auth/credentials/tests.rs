@@ -22,6 +22,7 @@ fn spec(name: &str, credential: CredentialMode) -> UpstreamSpec {
         credential_via: Delivery::Header,
         credential_env: "WARDEN_UPSTREAM_TOKEN".to_owned(),
         oauth: None,
+        handoff_schema: None,
         enabled: true,
         tools: BTreeMap::new(),
         source: PathBuf::from("registry/x.toml"),

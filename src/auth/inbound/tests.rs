@@ -137,16 +137,31 @@ async fn every_kind_of_bad_token_is_refused() {
             Key::new("k1", 9).sign(&claims(json!({}))),
             TokenError::Invalid("bad signature".into()),
         ),
-        ("not a JWT", "eyJhbGciOi.x.y".to_owned(), TokenError::Malformed),
+        (
+            "not a JWT",
+            "eyJhbGciOi.x.y".to_owned(),
+            TokenError::Malformed,
+        ),
     ];
     for (what, token, expected) in cases {
-        assert_eq!(v.validate(&token, RESOURCE).await.unwrap_err(), expected, "{what}");
+        assert_eq!(
+            v.validate(&token, RESOURCE).await.unwrap_err(),
+            expected,
+            "{what}"
+        );
     }
-    assert_eq!(v.wrong_audience.load(Ordering::Relaxed), 1, "wrong audiences are counted");
+    assert_eq!(
+        v.wrong_audience.load(Ordering::Relaxed),
+        1,
+        "wrong audiences are counted"
+    );
     // alg: none, with the claims of a good token.
     let good = key.sign(&claims(json!({})));
     let payload = good.split('.').nth(1).unwrap();
-    let none = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#));
+    let none = format!(
+        "{}.{payload}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#)
+    );
     assert!(v.validate(&none, RESOURCE).await.is_err(), "alg none");
     // HS256 signed with the public key as the secret (the classic confusion attack).
     let hs = jsonwebtoken::encode(
@@ -155,7 +170,10 @@ async fn every_kind_of_bad_token_is_refused() {
         &EncodingKey::from_secret(key.signing.verifying_key().as_bytes()),
     )
     .unwrap();
-    assert_eq!(v.validate(&hs, RESOURCE).await.unwrap_err(), TokenError::Algorithm);
+    assert_eq!(
+        v.validate(&hs, RESOURCE).await.unwrap_err(),
+        TokenError::Algorithm
+    );
     // A tampered payload (scope widened) under the original signature.
     let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
     let widened = claims(json!({"scope": "*:*"}));
@@ -176,14 +194,19 @@ async fn a_rotated_key_is_fetched_on_its_first_token() {
     let old = Key::new("k1", 7);
     write_jwks(&jwks, &[&old]);
     let v = validator(&jwks, &[]);
-    v.validate(&old.sign(&claims(json!({}))), RESOURCE).await.unwrap();
+    v.validate(&old.sign(&claims(json!({}))), RESOURCE)
+        .await
+        .unwrap();
     // The issuer rotates: the new key is published, the old one retired.
     let new = Key::new("k2", 8);
     write_jwks(&jwks, &[&new]);
     let token = new.sign(&claims(json!({"sub": "bob"})));
     assert_eq!(v.validate(&token, RESOURCE).await.unwrap().id, "idp:bob");
     let stale = old.sign(&claims(json!({"sub": "carol"})));
-    assert_eq!(v.validate(&stale, RESOURCE).await.unwrap_err(), TokenError::UnknownKey);
+    assert_eq!(
+        v.validate(&stale, RESOURCE).await.unwrap_err(),
+        TokenError::UnknownKey
+    );
 }
 
 #[tokio::test]

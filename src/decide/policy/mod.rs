@@ -95,6 +95,12 @@ pub struct Constraints {
     pub max_runtime: Option<Duration>,
     /// `max_retries`: how often a failed read may be retried.
     pub max_retries: Option<u32>,
+    /// `max_chain_depth`: the deepest nesting of the call's chain.
+    pub max_chain_depth: Option<u32>,
+    /// `max_chain_calls`: the most calls in the call's chain.
+    pub max_chain_calls: Option<u32>,
+    /// `max_fanout`: the most calls of the chain per fan-out window.
+    pub max_fanout: Option<u32>,
 }
 
 impl Constraints {
@@ -102,6 +108,9 @@ impl Constraints {
     fn tighten(&mut self, other: Self) {
         self.max_runtime = min_some(self.max_runtime, other.max_runtime);
         self.max_retries = min_some(self.max_retries, other.max_retries);
+        self.max_chain_depth = min_some(self.max_chain_depth, other.max_chain_depth);
+        self.max_chain_calls = min_some(self.max_chain_calls, other.max_chain_calls);
+        self.max_fanout = min_some(self.max_fanout, other.max_fanout);
     }
 }
 

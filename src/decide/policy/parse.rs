@@ -35,7 +35,13 @@ const MATCH_KEYS: &[&str] = &["labels", "auth"];
 const AUTH_KEYS: &[&str] = &["require_scope_match"];
 const MCP_KEYS: &[&str] = &["deny_servers_not_in", "args"];
 const ARG_KEYS: &[&str] = &["pointer", "equals", "in", "regex", "min", "max", "not"];
-const CONSTRAINT_KEYS: &[&str] = &["max_runtime_sec", "max_retries"];
+const CONSTRAINT_KEYS: &[&str] = &[
+    "max_runtime_sec",
+    "max_retries",
+    "max_chain_depth",
+    "max_chain_calls",
+    "max_fanout",
+];
 
 /// Where an error is: file, rule, line.
 struct At<'a> {
@@ -529,16 +535,23 @@ fn constraints(value: &Value, at: &At<'_>) -> Result<Constraints, PolicyError> {
                 })?,
         );
     }
-    if let Some(v) = map.get("max_retries") {
-        let path = "constraints.max_retries";
-        out.max_retries = Some(v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(
-            || {
-                at.err(
-                    path,
-                    format!("expected a whole number >= 0, found {}", show(v)),
-                )
-            },
-        )?);
-    }
+    let whole = |key: &'static str, path: &'static str| -> Result<Option<u32>, PolicyError> {
+        map.get(key)
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        at.err(
+                            path,
+                            format!("expected a whole number >= 0, found {}", show(v)),
+                        )
+                    })
+            })
+            .transpose()
+    };
+    out.max_retries = whole("max_retries", "constraints.max_retries")?;
+    out.max_chain_depth = whole("max_chain_depth", "constraints.max_chain_depth")?;
+    out.max_chain_calls = whole("max_chain_calls", "constraints.max_chain_calls")?;
+    out.max_fanout = whole("max_fanout", "constraints.max_fanout")?;
     Ok(out)
 }
