@@ -46,7 +46,8 @@ pub enum Command {
     Keys(keys::KeysArgs),
     /// Serve the admin MCP tools on stdio (`--stdio`), as `cli_principal` (or `--as ID`).
     Admin(admin::AdminArgs),
-    /// Run a fixture server (notes, crm, conformance, whoami, authserver) for tests and demos.
+    /// Run a fixture server (notes, crm, conformance, whoami, authserver, relay) for tests and
+    /// demos.
     #[command(hide = true)]
     Fixture(FixtureArgs),
 }
@@ -54,7 +55,7 @@ pub enum Command {
 /// Arguments of `mcp-warden fixture`.
 #[derive(Debug, clap::Args)]
 pub struct FixtureArgs {
-    /// Which fixture: `notes`, `crm`, `conformance`, `whoami` or `authserver`.
+    /// Which fixture: `notes`, `crm`, `conformance`, `whoami`, `authserver` or `relay`.
     pub name: String,
     /// Serve Streamable HTTP at this address (path `/mcp`) instead of stdio.
     #[arg(long)]
