@@ -95,7 +95,7 @@ fn validation_errors() {
         ),
         (
             "  - id: r\n    decision: DENY\n    constraints: { timeout: 1 }",
-            "a.yaml: rule `r` (line 3): key `constraints.timeout`: unknown key (expected one of `max_runtime_sec`, `max_retries`)",
+            "a.yaml: rule `r` (line 3): key `constraints.timeout`: unknown key (expected one of `max_runtime_sec`, `max_retries`, `max_chain_depth`, `max_chain_calls`, `max_fanout`)",
         ),
         // unknown label key
         (
