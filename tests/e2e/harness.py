@@ -477,7 +477,10 @@ def find_gateway_pid(config: Path) -> int | None:
 class HttpGateway:
     """`mcp-warden serve --http 127.0.0.1:0`, started as a child of the test process."""
 
-    def __init__(self, dep: Deployment, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self, dep: Deployment, env: dict[str, str] | None = None, cwd: Path | None = None, addr: str = "127.0.0.1:0"
+    ) -> None:
+        self.addr = addr
         self.dep = dep
         self.cwd = cwd or dep.root
         self.stderr_path = dep.log_path("gateway-http")
@@ -498,7 +501,7 @@ class HttpGateway:
         self.dep.ensure_pinned()
         with self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [str(warden_bin()), "serve", "--http", "127.0.0.1:0", "--config", str(self.dep.config)],
+                [str(warden_bin()), "serve", "--http", self.addr, "--config", str(self.dep.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
