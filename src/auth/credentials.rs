@@ -84,6 +84,9 @@ pub struct Credentials {
     cache: moka::sync::Cache<CacheKey, Arc<Cached>>,
     /// Audience → credentials issued at or before this instant (unix µs) are dead.
     revoked: ArcSwap<HashMap<String, i64>>,
+    /// Tokens this gateway signed and verified before (call-backs' chain credentials), with
+    /// their claims, until they expire.
+    verified: moka::sync::Cache<Arc<str>, Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Bumped on every change of the revocations (supervisors of spawn-time tokens watch it).
     revision: tokio::sync::watch::Sender<u64>,
     http: reqwest::Client,
@@ -165,6 +168,10 @@ impl Credentials {
             cache: moka::sync::Cache::builder().max_capacity(100_000).build(),
             revoked: ArcSwap::from_pointee(HashMap::new()),
             revision: tokio::sync::watch::Sender::new(0),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(50_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
             http,
         };
         credentials.write_jwks_file();
@@ -422,6 +429,35 @@ impl Credentials {
         header.typ = Some(typ.to_owned());
         jsonwebtoken::encode(&header, &claims, &ring.encoding)
             .map_err(|e| CredentialError::Mint(e.to_string()))
+    }
+
+    /// [`Self::verify_own`] for `audience`, remembering a verified token until it expires
+    /// (a call-back presents the same credential for every call it makes).
+    pub fn verify_own_cached(
+        &self,
+        token: &str,
+        audience: &[&str],
+    ) -> Result<Arc<serde_json::Map<String, serde_json::Value>>, String> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let live = |c: &serde_json::Map<String, serde_json::Value>| {
+            c.get("exp")
+                .and_then(serde_json::Value::as_u64)
+                .is_some_and(|e| e > now)
+        };
+        if let Some(hit) = self.verified.get(token) {
+            let aud_ok = hit
+                .get("aud")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|a| audience.contains(&a));
+            if aud_ok && live(&hit) {
+                return Ok(hit);
+            }
+        }
+        let claims = Arc::new(self.verify_own(token, Some(audience))?);
+        self.verified.insert(token.into(), claims.clone());
+        Ok(claims)
     }
 
     /// Verify a token this gateway signed (any published key): signature, `iss`, `exp`, and

@@ -60,7 +60,7 @@ pub fn locate(
                 .collect();
             let claims = gw
                 .credentials
-                .verify_own(token, Some(&audiences))
+                .verify_own_cached(token, &audiences)
                 .map_err(|why| {
                     refused(
                         "chain_token_invalid",

@@ -8,6 +8,8 @@
 pub mod approval;
 pub mod audit;
 pub mod authenticate;
+#[cfg(test)]
+mod bench;
 pub mod chain;
 pub mod credential;
 pub mod dispatch;
