@@ -65,6 +65,7 @@ struct RawConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawChain {
+    isolate_domains: bool,
     max_depth: u32,
     max_calls: u32,
     max_fanout: u32,
@@ -227,6 +228,7 @@ impl Default for RawConfig {
                 issuers: Vec::new(),
             },
             chain: RawChain {
+                isolate_domains: true,
                 max_depth: 4,
                 max_calls: 1000,
                 max_fanout: 60,
@@ -342,6 +344,8 @@ pub struct IssuerConfig {
 /// Chain isolation settings: the global budgets (policy rules may tighten them) and handoffs.
 #[derive(Debug, Clone)]
 pub struct ChainConfig {
+    /// A chain stays in the domain of its first call unless a handoff moves it.
+    pub isolate_domains: bool,
     /// Budgets every chain gets.
     pub budgets: crate::decide::chain::Budgets,
     /// Life of a handoff object.
@@ -585,6 +589,7 @@ impl Config {
         };
         let window = secs("chain.fanout_window_sec", raw.chain.fanout_window_sec)?;
         let chain = ChainConfig {
+            isolate_domains: raw.chain.isolate_domains,
             budgets: crate::decide::chain::Budgets {
                 max_depth: Some(raw.chain.max_depth),
                 max_calls: Some(raw.chain.max_calls),

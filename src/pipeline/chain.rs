@@ -146,7 +146,8 @@ pub fn gate(
         .domain
         .clone();
     let target = &up.spec.domain;
-    let Some(from) = bound.filter(|d| d != target) else {
+    let isolated = gw.config.chain.isolate_domains;
+    let Some(from) = bound.filter(|d| isolated && d != target) else {
         return Ok(Entry {
             state,
             crossing: None,

@@ -62,6 +62,12 @@ pub async fn run(
     ctx: &RequestContext<RoleServer>,
     draft: &mut audit::Draft,
 ) -> Result<CallToolResponse, GatewayError> {
+    if !gw.config.chain.isolate_domains {
+        return Err(refused(
+            "handoff_not_needed",
+            "domains are not isolated on this gateway (chain.isolate_domains = false): call the tool directly",
+        ));
+    }
     let bad = |m: &str| GatewayError::InvalidArguments(format!("warden__handoff: {m}"));
     let args = args.ok_or_else(|| bad("arguments required"))?;
     let target = args

@@ -170,6 +170,7 @@ pub fn visible_tools(gw: &Gateway, who: &Authenticated) -> Vec<Tool> {
             })
         })
         .map(|(tool, _)| tool.clone())
-        .chain([safety::fetch_tool(), handoff::tool()])
+        .chain(std::iter::once(safety::fetch_tool()))
+        .chain(gw.config.chain.isolate_domains.then(handoff::tool))
         .collect()
 }

@@ -278,15 +278,18 @@ class Deployment:
         self.policies_dir.mkdir(exist_ok=True)
         for name, text in (self.policies if self.policies is not None else {"allow-all.yaml": ALLOW_ALL}).items():
             self.write_policy(name, text)
+        # Most suites drive several upstreams from one session: unless a test sets its own
+        # `chain` settings, domains are not isolated (test_chain.py covers isolation).
         doc: dict[str, Any] = {
             "registry_dir": "registry",
             "store": f"sqlite://{self.store}",
+            "chain": {"isolate_domains": False},
             **self.extra,
             "upstream": {"call_timeout_sec": self.call_timeout_sec, "restart_backoff_ms": self.restart_backoff_ms},
         }
         if self.pins is not None:
             doc["pins"] = self.pins
-        text = toml_dumps(doc, tables=("upstream", "pins"))
+        text = toml_dumps(doc, tables=("upstream", "pins", "chain"))
         if self.toml_extra:
             text += "\n" + self.toml_extra.strip() + "\n"
         self.config.write_text(text)

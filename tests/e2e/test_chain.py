@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import socket
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -257,3 +257,29 @@ async def test_an_expired_handoff_and_a_policy_that_denies_handoffs(tmp_path: Pa
             return r.is_error and "no-handoffs-to-archive" in text_of(r)
 
         await eventually(denied, what="the reloaded policy denies the handoff")
+
+
+async def test_a_handoff_the_policy_holds_for_approval(tmp_path: Path) -> None:
+    port = free_port()
+    hold = ALLOW_ALL + """  - id: approve-handoffs
+    match: { labels: { mcp.server: warden, mcp.tool: handoff } }
+    decision: REQUIRE_APPROVAL
+"""
+    dep = deployment(tmp_path / "dep", port, {}, policies={"allow-all.yaml": hold})
+    args = {"target_domain": "archive", "tools": ["archive__echo"], "payload": {"text": "reviewed"}}
+    async with gateway(dep, port) as gw, alice(gw) as c:
+        assert not (await call(c, "notes__echo", {"text": "in lab"}, "a")).is_error
+        held = await call(c, "warden__handoff", args, "a")
+        text = refusal(held)
+        m = re.search(r"[Aa]pproval ([A-Za-z0-9_-]+) is pending", text)
+        assert m, text
+        # The operator (another principal, an approver) approves it from the CLI.
+        done = await anyio.to_thread.run_sync(lambda: dep.run_cli("approvals", "approve", m.group(1)))
+        assert done.returncode == 0, done.stderr
+        granted = await call(c, "warden__handoff", args, "a")
+        assert not granted.is_error, text_of(granted)
+        h = result_json(granted)["handoff"]
+        assert not (await call(c, "archive__echo", {"text": "reviewed"}, "a", handoff=h)).is_error
+    rows = [r for r in dep.audit_rows() if r["exposed_name"] == "warden__handoff"]
+    assert [r["decision"] for r in rows] == ["REQUIRE_APPROVAL", "ALLOW"], rows
+    assert rows[1]["approval_id"] == m.group(1)
