@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::credentials::{Caller, Credentials, Identity};
 use super::inbound::Validator;
 use crate::config::{AuthConfig, IssuerConfig, JwksSource, MintingConfig};
-use crate::upstream::registry::{ActionClass, CredentialMode, Delivery, Transport, UpstreamSpec};
+use crate::upstream::registry::{ActionClass, CredentialMode, UpstreamSpec};
 
 const ROUNDS: usize = 15;
 const N: usize = 400;
@@ -52,24 +52,8 @@ async fn bench() {
         reqwest::Client::new(),
     )
     .unwrap();
-    let mut spec = UpstreamSpec {
-        name: "notes".to_owned(),
-        transport: Transport::Http {
-            url: "http://127.0.0.1:1/mcp".to_owned(),
-            headers_from_env: Default::default(),
-        },
-        prefix: "notes".to_owned(),
-        domain: "notes".to_owned(),
-        audience: identity.resource.clone(),
-        credential: CredentialMode::Minted,
-        credential_via: Delivery::Header,
-        credential_env: "WARDEN_UPSTREAM_TOKEN".to_owned(),
-        oauth: None,
-        handoff_schema: None,
-        enabled: true,
-        tools: Default::default(),
-        source: "registry/notes.toml".into(),
-    };
+    let mut spec = UpstreamSpec::for_tests("notes", CredentialMode::Minted);
+    spec.audience = identity.resource.clone();
     let validator = Validator::new(
         &AuthConfig {
             resource: Some(identity.resource.clone()),

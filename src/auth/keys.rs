@@ -92,6 +92,23 @@ pub fn current_kid(state_dir: &Path) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
+/// Every `<kid>.der` in `d`, with its key id.
+fn key_files(d: &Path) -> Result<Vec<(String, PathBuf)>, KeyError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(d).map_err(io(d))? {
+        let path = entry.map_err(io(d))?.path();
+        let id = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".der"))
+            .map(str::to_owned);
+        if let Some(id) = id {
+            out.push((id, path));
+        }
+    }
+    Ok(out)
+}
+
 /// Read the keys, creating the first one when there is none.
 pub fn load_or_create(state_dir: &Path) -> Result<KeyRing, KeyError> {
     let d = dir(state_dir);
@@ -102,15 +119,8 @@ pub fn load_or_create(state_dir: &Path) -> Result<KeyRing, KeyError> {
     let mut published = Vec::new();
     let mut encoding = None;
     let mut others: Vec<(std::time::SystemTime, PublicKey)> = Vec::new();
-    for entry in std::fs::read_dir(&d).map_err(io(&d))? {
-        let path = entry.map_err(io(&d))?.path();
-        let Some(id) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".der"))
-        else {
-            continue;
-        };
+    for (id, path) in key_files(&d)? {
+        let id = id.as_str();
         let der = std::fs::read(&path).map_err(io(&path))?;
         let key =
             SigningKey::from_pkcs8_der(&der).map_err(|_| KeyError::Bad { path: path.clone() })?;
@@ -158,16 +168,8 @@ pub fn rotate(state_dir: &Path) -> Result<String, KeyError> {
     write_private(&path, der.as_bytes())?;
     let previous = current_kid(state_dir);
     // Everything but the previous key goes: tokens live minutes, a rotation is rarer.
-    for entry in std::fs::read_dir(&d).map_err(io(&d))? {
-        let p = entry.map_err(io(&d))?.path();
-        let Some(id) = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".der"))
-        else {
-            continue;
-        };
-        if id != kid && Some(id) != previous.as_deref() {
+    for (id, p) in key_files(&d)? {
+        if id != kid && Some(&id) != previous.as_ref() {
             std::fs::remove_file(&p).map_err(io(&p))?;
         }
     }

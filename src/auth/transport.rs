@@ -59,6 +59,21 @@ impl CredentialClient {
     }
 }
 
+impl CredentialClient {
+    /// The bearer of a message: its per-call credential (taken out of `_meta`), else the
+    /// gateway's own.
+    async fn bearer_for(
+        &self,
+        message: &mut ClientJsonRpcMessage,
+        auth_header: Option<String>,
+    ) -> Result<Option<String>, StreamableHttpError<reqwest::Error>> {
+        match take_credential(message) {
+            Some(t) => Ok(Some(t)),
+            None => Ok(self.service().await?.or(auth_header)),
+        }
+    }
+}
+
 /// Take the per-call credential out of a request's `_meta`.
 fn take_credential(message: &mut ClientJsonRpcMessage) -> Option<String> {
     let ClientJsonRpcMessage::Request(request) = message else {
@@ -81,10 +96,7 @@ impl StreamableHttpClient for CredentialClient {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        let token = match take_credential(&mut message) {
-            Some(t) => Some(t),
-            None => self.service().await?.or(auth_header),
-        };
+        let token = self.bearer_for(&mut message, auth_header).await?;
         self.inner
             .post_message(uri, message, session_id, token, custom_headers)
             .await
@@ -99,10 +111,7 @@ impl StreamableHttpClient for CredentialClient {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        let token = match take_credential(&mut message) {
-            Some(t) => Some(t),
-            None => self.service().await?.or(auth_header),
-        };
+        let token = self.bearer_for(&mut message, auth_header).await?;
         self.inner
             .post_message_with_max_sse_event_size(
                 uri,

@@ -16,7 +16,7 @@ use crate::auth::credentials::{Caller, Credentials, Identity};
 use crate::config::MintingConfig;
 use crate::decide::chain::{Budgets, ChainState};
 use crate::pipeline::chain::Chains;
-use crate::upstream::registry::{ActionClass, CredentialMode, Delivery, Transport, UpstreamSpec};
+use crate::upstream::registry::{ActionClass, CredentialMode, UpstreamSpec};
 
 const ROUNDS: usize = 15;
 const N: usize = 20_000;
@@ -88,24 +88,8 @@ async fn bench() {
         reqwest::Client::new(),
     )
     .unwrap();
-    let spec = UpstreamSpec {
-        name: "relay".to_owned(),
-        transport: Transport::Http {
-            url: "http://127.0.0.1:1/mcp".to_owned(),
-            headers_from_env: Default::default(),
-        },
-        prefix: "relay".to_owned(),
-        domain: "lab".to_owned(),
-        audience: "https://relay.internal".to_owned(),
-        credential: CredentialMode::Minted,
-        credential_via: Delivery::Header,
-        credential_env: "WARDEN_UPSTREAM_TOKEN".to_owned(),
-        oauth: None,
-        handoff_schema: None,
-        enabled: true,
-        tools: Default::default(),
-        source: "registry/relay.toml".into(),
-    };
+    let mut spec = UpstreamSpec::for_tests("relay", CredentialMode::Minted);
+    spec.domain = "lab".to_owned();
     let caller = Caller {
         sub: "alice",
         chain: "chain-17",

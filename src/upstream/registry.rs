@@ -218,6 +218,30 @@ pub struct UpstreamSpec {
 }
 
 impl UpstreamSpec {
+    /// An HTTP upstream for unit tests and benchmarks: `name` is its name, prefix and domain,
+    /// `https://<name>.internal` its audience.
+    #[cfg(test)]
+    pub fn for_tests(name: &str, credential: CredentialMode) -> Self {
+        Self {
+            name: name.to_owned(),
+            transport: Transport::Http {
+                url: "http://127.0.0.1:1/mcp".to_owned(),
+                headers_from_env: BTreeMap::new(),
+            },
+            prefix: name.to_owned(),
+            domain: name.to_owned(),
+            audience: format!("https://{name}.internal"),
+            credential,
+            credential_via: Delivery::Header,
+            credential_env: "WARDEN_UPSTREAM_TOKEN".to_owned(),
+            oauth: None,
+            handoff_schema: None,
+            enabled: true,
+            tools: BTreeMap::new(),
+            source: PathBuf::from(format!("registry/{name}.toml")),
+        }
+    }
+
     /// The action class of a tool: as declared, else `write` (fail closed).
     pub fn action_class(&self, tool: &str) -> ActionClass {
         self.tools.get(tool).copied().unwrap_or(ActionClass::Write)

@@ -1,32 +1,12 @@
-use std::collections::BTreeMap;
-
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::*;
-use crate::upstream::registry::{Delivery, Transport};
 
 fn spec(name: &str, credential: CredentialMode) -> UpstreamSpec {
-    UpstreamSpec {
-        name: name.to_owned(),
-        transport: Transport::Http {
-            url: "http://127.0.0.1:1/mcp".to_owned(),
-            headers_from_env: BTreeMap::new(),
-        },
-        prefix: name.to_owned(),
-        domain: name.to_owned(),
-        audience: format!("https://{name}.internal"),
-        credential,
-        credential_via: Delivery::Header,
-        credential_env: "WARDEN_UPSTREAM_TOKEN".to_owned(),
-        oauth: None,
-        handoff_schema: None,
-        enabled: true,
-        tools: BTreeMap::new(),
-        source: PathBuf::from("registry/x.toml"),
-    }
+    UpstreamSpec::for_tests(name, credential)
 }
 
 fn service(dir: &std::path::Path) -> Credentials {
