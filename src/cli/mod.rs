@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod admin;
 pub mod approvals;
+pub mod audit;
 pub mod classify;
 pub mod contain;
 pub mod keys;
@@ -36,6 +37,8 @@ pub enum Command {
     /// Review results the output-safety stage withheld: list, show, release (as
     /// `cli_principal`, or `--as ID`).
     Quarantine(quarantine::QuarantineArgs),
+    /// Check the audit store's tamper-evidence chain (`audit verify`).
+    Audit(audit::AuditArgs),
     /// Contain an incident: disable an upstream, revoke its credentials, force approval on
     /// every write.
     Contain(contain::ContainArgs),
@@ -70,6 +73,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Policy(args) => policy::main(args),
         Command::Approvals(args) => approvals::main(args),
         Command::Quarantine(args) => quarantine::main(args),
+        Command::Audit(args) => audit::main(args),
         Command::Contain(args) => contain::main(args),
         Command::Admin(args) => admin::main(args),
         Command::Classify(args) => classify::main(args),

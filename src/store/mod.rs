@@ -2,8 +2,11 @@
 //! a bounded queue drained by one writer task, so the hot path never waits on the database
 //! unless the queue is full (backpressure, never loss). Also durable approvals (`approvals`),
 //! the control state set by the admin surface (`control`) and withheld results (`quarantine`).
+//! Audit rows are hash-chained for tamper evidence (`audit_chain`); the writer links them, so
+//! the call path never hashes.
 
 mod approvals;
+pub mod audit_chain;
 pub mod control;
 pub mod quarantine;
 mod sqlite;

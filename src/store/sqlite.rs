@@ -4,8 +4,9 @@ use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, SqlitePool};
+use sqlx::{QueryBuilder, SqliteConnection, SqlitePool};
 
+use super::audit_chain::{self, Cell, Head};
 use super::{AuditRecord, GateEvent, StoreError};
 
 /// Schema migrations, applied in order once each; never edit a shipped one.
@@ -98,7 +99,10 @@ ALTER TABLE mcp_audit ADD COLUMN quarantine_id TEXT;",
     chain_id TEXT NOT NULL,
     expires_at TEXT NOT NULL
 );
-ALTER TABLE mcp_audit ADD COLUMN chain_depth INTEGER NOT NULL DEFAULT 0;"];
+ALTER TABLE mcp_audit ADD COLUMN chain_depth INTEGER NOT NULL DEFAULT 0;",
+// The tamper-evidence chain (see audit_chain.rs); rows from before it keep '' in both.
+"ALTER TABLE mcp_audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE mcp_audit ADD COLUMN row_hash TEXT NOT NULL DEFAULT '';"];
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
@@ -175,46 +179,42 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Insert rows, 256 per statement (SQLite bounds the number of bound parameters: 18 × 256
-    /// stays well under its limit).
+    /// Insert rows, 256 per statement (SQLite bounds the number of bound parameters: 21 × 256
+    /// stays well under its limit), chained: one `BEGIN IMMEDIATE` transaction reads the chain
+    /// head, links each row to the one before it and records the new head, so every writer of
+    /// the file (the gateway's writer task, an admin CLI) extends one chain, across restarts
+    /// too. All rows or none: a retried batch links from the same head again.
     pub async fn insert(&self, rows: &[AuditRecord]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(256) {
-            self.insert_chunk(chunk).await?;
-        }
-        Ok(())
-    }
-
-    async fn insert_chunk(&self, rows: &[AuditRecord]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut qb = QueryBuilder::new(
-            "INSERT INTO mcp_audit (event_time, request_id, actor_id, server_name, tool_name, exposed_name, \
-             action_class, decision, stage, reason, outcome, approval_id, chain_id, args_digest, latency_us, \
-             output_decision, findings, quarantine_id, chain_depth) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(fmt_time(r.event_time))
-                .push_bind(&r.request_id)
-                .push_bind(&r.actor_id)
-                .push_bind(&r.server_name)
-                .push_bind(&r.tool_name)
-                .push_bind(&r.exposed_name)
-                .push_bind(&r.action_class)
-                .push_bind(r.decision.as_str())
-                .push_bind(r.stage)
-                .push_bind(&r.reason)
-                .push_bind(r.outcome)
-                .push_bind(&r.approval_id)
-                .push_bind(&r.chain_id)
-                .push_bind(&r.args_digest)
-                .push_bind(r.latency_us)
-                .push_bind(r.output_decision)
-                .push_bind(&r.findings)
-                .push_bind(&r.quarantine_id)
-                .push_bind(i64::from(r.chain_depth));
-        });
-        qb.build().execute(&self.pool).await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut head = audit_chain::head_for_write(&mut tx).await?;
+        for chunk in rows.chunks(256) {
+            let mut prev = head
+                .as_ref()
+                .map_or(audit_chain::GENESIS, |h| h.row_hash.as_str())
+                .to_owned();
+            let linked: Vec<Linked> = chunk
+                .iter()
+                .map(|r| {
+                    let cells = audit_chain::cells(r);
+                    let hash = audit_chain::row_hash(&prev, &cells);
+                    let prev_hash = std::mem::replace(&mut prev, hash.clone());
+                    Linked {
+                        cells,
+                        prev_hash,
+                        row_hash: hash,
+                    }
+                })
+                .collect();
+            let id = insert_chunk(&mut tx, &linked).await?;
+            head = Some(Head { id, row_hash: prev });
+        }
+        if let Some(head) = &head {
+            audit_chain::record_head(&mut tx, head).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -259,4 +259,31 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// One row ready to insert: its content and its links.
+struct Linked {
+    cells: [Cell; 19],
+    prev_hash: String,
+    row_hash: String,
+}
+
+/// Insert `rows` (not empty) in one statement; the id of the last.
+async fn insert_chunk(conn: &mut SqliteConnection, rows: &[Linked]) -> Result<i64, StoreError> {
+    let mut qb = QueryBuilder::new(format!(
+        "INSERT INTO mcp_audit ({}, prev_hash, row_hash) ",
+        audit_chain::column_list()
+    ));
+    qb.push_values(rows, |mut b, r| {
+        for cell in &r.cells {
+            match cell {
+                Cell::Null => b.push_bind(None::<&str>),
+                Cell::Int(n) => b.push_bind(*n),
+                Cell::Text(s) => b.push_bind(s.as_str()),
+            };
+        }
+        b.push_bind(r.prev_hash.as_str())
+            .push_bind(r.row_hash.as_str());
+    });
+    Ok(qb.build().execute(conn).await?.last_insert_rowid())
 }

@@ -1,0 +1,439 @@
+//! Tamper evidence for `mcp_audit`. Each row carries `row_hash`, the sha256 of its content and
+//! of `prev_hash`, which is the `row_hash` of the chained row before it (by id); the first
+//! chained row links to [`GENESIS`]. Editing a row breaks its own hash; deleting one breaks the
+//! link of the row after it. The head (the last row's id and hash) is also kept in
+//! `control_state`, so a deleted tail is seen too. `mcp-warden audit verify` walks the chain.
+//!
+//! Rows written before the chain existed (migration 7) have '' in both columns: they are
+//! counted as "not chained", not as tampering, and the chain starts at the first chained row.
+//!
+//! What it shows, honestly: the chain is unkeyed. Whoever can write the database file can
+//! recompute every hash after an edit, the head with them; the chain shows edits made without
+//! doing so (by hand, by a tool that does not know the scheme), and an operator who copies the
+//! head hash that `verify` prints somewhere else can later show that everything before it is
+//! unchanged.
+//!
+//! Writers: every insert is one `BEGIN IMMEDIATE` transaction that reads the head, links the
+//! new rows and moves the head (see `SqliteStore::insert`). SQLite admits one writer at a time,
+//! so the gateway's writer task, a restarted gateway and an admin CLI writing its audit row to
+//! the same file all extend one chain. Replicas sharing PostgreSQL need the same under a row
+//! lock on the head; that is the PostgreSQL store's issue.
+
+use std::fmt;
+
+use futures::TryStreamExt as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row as _, SqliteConnection};
+
+use super::sqlite::fmt_time;
+use super::{AuditRecord, SqliteStore, StoreError};
+
+/// `prev_hash` of the first chained row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Names the serialization hashed below; a change to it (a new content column) is a new
+/// scheme, never a silent change of this one.
+const SCHEME: &str = "mcp_audit/v1";
+
+/// The `control_state` key of the head.
+const HEAD_KEY: &str = "audit_chain_head";
+
+/// How a content column is stored.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Text,
+    OptText,
+    Int,
+}
+
+/// The content columns of `mcp_audit` (every column but `id`, `prev_hash`, `row_hash`), in
+/// the order they are inserted and hashed.
+const COLUMNS: [(&str, Kind); 19] = [
+    ("event_time", Kind::Text),
+    ("request_id", Kind::Text),
+    ("actor_id", Kind::Text),
+    ("server_name", Kind::Text),
+    ("tool_name", Kind::Text),
+    ("exposed_name", Kind::Text),
+    ("action_class", Kind::Text),
+    ("decision", Kind::Text),
+    ("stage", Kind::Text),
+    ("reason", Kind::Text),
+    ("outcome", Kind::Text),
+    ("approval_id", Kind::OptText),
+    ("chain_id", Kind::Text),
+    ("args_digest", Kind::Text),
+    ("latency_us", Kind::Int),
+    ("output_decision", Kind::Text),
+    ("findings", Kind::Text),
+    ("quarantine_id", Kind::OptText),
+    ("chain_depth", Kind::Int),
+];
+
+/// One stored value of a content column: what is bound on insert, read back by `verify`, and
+/// hashed (as JSON: `null`, a number or a string, so no byte can move between fields unseen).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub(super) enum Cell {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+/// The names of the content columns, comma-separated, in [`COLUMNS`] order.
+pub(super) fn column_list() -> String {
+    COLUMNS.map(|(name, _)| name).join(", ")
+}
+
+/// `r` as stored, in [`COLUMNS`] order.
+pub(super) fn cells(r: &AuditRecord) -> [Cell; 19] {
+    let text = |s: &str| Cell::Text(s.to_owned());
+    let opt = |s: &Option<String>| s.clone().map_or(Cell::Null, Cell::Text);
+    [
+        Cell::Text(fmt_time(r.event_time)),
+        text(&r.request_id),
+        text(&r.actor_id),
+        text(&r.server_name),
+        text(&r.tool_name),
+        text(&r.exposed_name),
+        text(&r.action_class),
+        text(r.decision.as_str()),
+        text(r.stage),
+        text(&r.reason),
+        text(r.outcome),
+        opt(&r.approval_id),
+        text(&r.chain_id),
+        text(&r.args_digest),
+        Cell::Int(r.latency_us),
+        text(r.output_decision),
+        text(&r.findings),
+        opt(&r.quarantine_id),
+        Cell::Int(i64::from(r.chain_depth)),
+    ]
+}
+
+/// A stored row's content, in [`COLUMNS`] order (an error when a value has the wrong type:
+/// the writer never stores one).
+fn read_cells(row: &SqliteRow) -> Result<Vec<Cell>, sqlx::Error> {
+    COLUMNS
+        .iter()
+        .map(|&(name, kind)| {
+            Ok(match kind {
+                Kind::Text => Cell::Text(row.try_get(name)?),
+                Kind::OptText => row
+                    .try_get::<Option<String>, _>(name)?
+                    .map_or(Cell::Null, Cell::Text),
+                Kind::Int => Cell::Int(row.try_get(name)?),
+            })
+        })
+        .collect()
+}
+
+/// The `row_hash` of a row with content `cells` whose predecessor's hash is `prev`: sha256,
+/// hex, of the JSON array `[SCHEME, prev, [cells…]]`.
+pub(super) fn row_hash(prev: &str, cells: &[Cell]) -> String {
+    // Strings, integers and null always serialize; the empty fallback is never taken.
+    let body = serde_json::to_vec(&(SCHEME, prev, cells)).unwrap_or_default();
+    hex::encode(Sha256::digest(&body))
+}
+
+/// The last chained row: its id and `row_hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// Its `mcp_audit.id`.
+    pub id: i64,
+    /// Its `row_hash`.
+    pub row_hash: String,
+}
+
+/// The head as the writers recorded it, if they have.
+async fn recorded_head(conn: &mut SqliteConnection) -> Result<Option<Head>, StoreError> {
+    let value: Option<String> = sqlx::query_scalar("SELECT value FROM control_state WHERE key = ?")
+        .bind(HEAD_KEY)
+        .fetch_optional(&mut *conn)
+        .await?;
+    value
+        .map(|v| {
+            serde_json::from_str(&v)
+                .map_err(|e| StoreError::Invalid(format!("{HEAD_KEY} {v:?}: {e}")))
+        })
+        .transpose()
+}
+
+/// Where the next row links, inside a write transaction: the recorded head (so rows deleted
+/// from the tail stay missing), else the last chained row, else nothing (the chain starts).
+pub(super) async fn head_for_write(
+    conn: &mut SqliteConnection,
+) -> Result<Option<Head>, StoreError> {
+    if let Some(head) = recorded_head(conn).await? {
+        return Ok(Some(head));
+    }
+    let last = sqlx::query(
+        "SELECT id, row_hash FROM mcp_audit WHERE row_hash != '' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    last.map(|r| {
+        Ok(Head {
+            id: r.try_get("id")?,
+            row_hash: r.try_get("row_hash")?,
+        })
+    })
+    .transpose()
+}
+
+/// Record `head`, inside the transaction that wrote it.
+pub(super) async fn record_head(
+    conn: &mut SqliteConnection,
+    head: &Head,
+) -> Result<(), StoreError> {
+    let value =
+        serde_json::to_string(head).map_err(|e| StoreError::Invalid(format!("{HEAD_KEY}: {e}")))?;
+    sqlx::query(
+        "INSERT INTO control_state (key, value, set_by, set_at) VALUES (?, ?, 'audit-writer', ?) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, set_at = excluded.set_at",
+    )
+    .bind(HEAD_KEY)
+    .bind(value)
+    .bind(fmt_time(time::OffsetDateTime::now_utc()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Something `verify` found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// Row `id`'s content (or its `prev_hash`) does not hash to its `row_hash`: it was edited.
+    Edited {
+        /// The row.
+        id: i64,
+    },
+    /// Row `id`'s `prev_hash` is not the `row_hash` of the chained row before it (`prev`,
+    /// `None` when `id` is the first chained row and does not link to genesis): rows between
+    /// them were deleted, or this one was put there.
+    LinkBroken {
+        /// The row.
+        id: i64,
+        /// The chained row before it.
+        prev: Option<i64>,
+    },
+    /// The ids between `after` and `before` (exclusive) are missing from the chain.
+    Gap {
+        /// The last id present before the gap.
+        after: i64,
+        /// The first id present after it.
+        before: i64,
+    },
+    /// Row `id` has no hash although the chain started before it.
+    Unchained {
+        /// The row.
+        id: i64,
+    },
+    /// The last chained row is not the head the writers recorded: rows were deleted from the
+    /// end (`last` before `recorded`), added by something else (after), or the last row was
+    /// rewritten with its hash.
+    HeadMismatch {
+        /// The head as recorded.
+        recorded: Head,
+        /// The last chained row found (`None`: there is none).
+        last: Option<Head>,
+    },
+    /// There are chained rows but no recorded head (it was deleted).
+    HeadMissing {
+        /// The last chained row found.
+        last: Head,
+    },
+}
+
+impl Problem {
+    /// A stable code for JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Edited { .. } => "edited",
+            Self::LinkBroken { .. } => "link_broken",
+            Self::Gap { .. } => "id_gap",
+            Self::Unchained { .. } => "unchained",
+            Self::HeadMismatch { .. } => "head_mismatch",
+            Self::HeadMissing { .. } => "head_missing",
+        }
+    }
+
+    /// The row it is about.
+    pub fn row_id(&self) -> Option<i64> {
+        match self {
+            Self::Edited { id } | Self::LinkBroken { id, .. } | Self::Unchained { id } => Some(*id),
+            Self::Gap { before, .. } => Some(*before),
+            Self::HeadMismatch { last, .. } => last.as_ref().map(|h| h.id),
+            Self::HeadMissing { last } => Some(last.id),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Edited { id } => write!(
+                f,
+                "row {id} was edited: its content does not match its row_hash"
+            ),
+            Self::LinkBroken {
+                id,
+                prev: Some(prev),
+            } => write!(
+                f,
+                "link broken at row {id}: its prev_hash does not match row {prev}'s row_hash \
+                 (a row between them is missing)"
+            ),
+            Self::LinkBroken { id, prev: None } => write!(
+                f,
+                "link broken at row {id}: the first chained row does not link to genesis \
+                 (rows before it are missing)"
+            ),
+            Self::Gap { after, before } => write!(
+                f,
+                "rows {}..={} are missing (id gap between rows {after} and {before})",
+                after.saturating_add(1),
+                before.saturating_sub(1)
+            ),
+            Self::Unchained { id } => write!(
+                f,
+                "row {id} has no hash although the chain started before it"
+            ),
+            Self::HeadMismatch {
+                recorded,
+                last: None,
+            } => write!(
+                f,
+                "every chained row is missing: the writers' last row was {}",
+                recorded.id
+            ),
+            Self::HeadMismatch {
+                recorded,
+                last: Some(last),
+            } if last.id < recorded.id => write!(
+                f,
+                "rows after {} are missing: the writers' last row was {}",
+                last.id, recorded.id
+            ),
+            Self::HeadMismatch {
+                recorded,
+                last: Some(last),
+            } if last.id > recorded.id => write!(
+                f,
+                "rows {}..={} were not written by the gateway: its last row was {}",
+                recorded.id.saturating_add(1),
+                last.id,
+                recorded.id
+            ),
+            Self::HeadMismatch {
+                last: Some(last), ..
+            } => write!(
+                f,
+                "row {} was rewritten together with its row_hash: the writers recorded another",
+                last.id
+            ),
+            Self::HeadMissing { last } => write!(
+                f,
+                "the recorded head is missing (the last chained row is {})",
+                last.id
+            ),
+        }
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Default)]
+pub struct Verification {
+    /// Rows read.
+    pub rows: u64,
+    /// Rows before the chain started (written before it existed).
+    pub unchained: u64,
+    /// The first chained row.
+    pub first_chained: Option<i64>,
+    /// The last chained row (what an operator may copy elsewhere as an external anchor).
+    pub head: Option<Head>,
+    /// What is wrong, in row order; the head check last.
+    pub problems: Vec<Problem>,
+}
+
+impl Verification {
+    /// Whether the chain is intact.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl SqliteStore {
+    /// Walk `mcp_audit` in id order: recompute each row's hash, check each link and the id
+    /// sequence, then compare the last row with the recorded head. Reads as it goes.
+    pub async fn verify_audit(&self) -> Result<Verification, StoreError> {
+        let mut v = Verification::default();
+        let mut last_id: Option<i64> = None;
+        let sql = format!(
+            "SELECT id, prev_hash, row_hash, {} FROM mcp_audit ORDER BY id",
+            column_list()
+        );
+        {
+            let mut rows = sqlx::query(&sql).fetch(&self.pool);
+            while let Some(row) = rows.try_next().await? {
+                v.rows = v.rows.saturating_add(1);
+                let id: i64 = row.try_get("id")?;
+                let prev_hash: String = row.try_get("prev_hash")?;
+                let stored: String = row.try_get("row_hash")?;
+                let started = v.head.is_some();
+                // Ids only grow by one (AUTOINCREMENT, and a failed insert rolls its ids back).
+                let gap = last_id
+                    .filter(|&last| started && id != last.saturating_add(1))
+                    .map(|after| Problem::Gap { after, before: id });
+                last_id = Some(id);
+                if prev_hash.is_empty() && stored.is_empty() {
+                    if started {
+                        v.problems.extend(gap);
+                        v.problems.push(Problem::Unchained { id });
+                    } else {
+                        v.unchained = v.unchained.saturating_add(1);
+                    }
+                    continue;
+                }
+                v.first_chained.get_or_insert(id);
+                let intact = read_cells(&row).is_ok_and(|c| row_hash(&prev_hash, &c) == stored);
+                if !intact {
+                    v.problems.push(Problem::Edited { id });
+                }
+                let expected = v.head.as_ref().map_or(GENESIS, |h| h.row_hash.as_str());
+                if prev_hash != expected {
+                    v.problems.push(Problem::LinkBroken {
+                        id,
+                        prev: v.head.as_ref().map(|h| h.id),
+                    });
+                } else if let Some(gap) = gap {
+                    // Only without a broken link: a deleted row is one problem, not two.
+                    v.problems.push(gap);
+                }
+                v.head = Some(Head {
+                    id,
+                    row_hash: stored,
+                });
+            }
+        }
+        let mut conn = self.pool.acquire().await?;
+        match (recorded_head(&mut conn).await?, &v.head) {
+            (None, None) => {}
+            (None, Some(last)) => v.problems.push(Problem::HeadMissing { last: last.clone() }),
+            (Some(recorded), last) if Some(&recorded) != last.as_ref() => {
+                v.problems.push(Problem::HeadMismatch {
+                    recorded,
+                    last: last.clone(),
+                });
+            }
+            (Some(_), _) => {}
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests;
