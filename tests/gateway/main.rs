@@ -5,6 +5,7 @@
 mod harness;
 
 mod admin;
+mod audit_chain;
 mod list_changed;
 mod policy_cli;
 mod quarantine;
