@@ -115,7 +115,7 @@ impl Draft {
             Ok(resp) => {
                 self.row.decision = Decision::Allow;
                 self.row.stage = "dispatch";
-                self.row.reason = "ok".to_owned();
+                reason_code(outcome).clone_into(&mut self.row.reason);
                 self.row.outcome = match resp {
                     CallToolResponse::Complete(r) if r.is_error == Some(true) => "tool_error",
                     CallToolResponse::Complete(_) => "ok",
@@ -136,6 +136,15 @@ impl Draft {
         }
         self.row.latency_us = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
         self.row
+    }
+}
+
+/// The stable reason code of an outcome: `ok`, or the error's code. `mcp_audit.reason` starts
+/// with it (`code: detail`); metrics label calls with it, since the detail is unbounded.
+pub fn reason_code(outcome: &Result<CallToolResponse, GatewayError>) -> &'static str {
+    match outcome {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
     }
 }
 
