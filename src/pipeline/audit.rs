@@ -162,6 +162,36 @@ pub fn args_digest(args: Option<&JsonObject>) -> String {
 mod tests {
     use super::*;
 
+    fn check(outcome: Result<CallToolResponse, GatewayError>, expected: &str) {
+        let code = reason_code(&outcome);
+        assert_eq!(code, expected);
+        // What `mcp_audit.reason` starts with, and all of its bounded part.
+        assert!(!code.contains(':'), "{code}");
+        if let Err(e) = &outcome {
+            let reason = format!("{}: {e}", e.reason());
+            assert_eq!(reason.split(':').next(), Some(code), "{reason}");
+        }
+    }
+
+    #[test]
+    fn reason_codes_are_the_stable_part_of_the_reason() {
+        let ok = rmcp::model::CallToolResult::success(Vec::new());
+        check(Ok(CallToolResponse::Complete(ok)), "ok");
+        check(
+            Err(GatewayError::UnknownTool("notes__x".to_owned())),
+            "unknown_tool",
+        );
+        check(
+            Err(GatewayError::PolicyDenied {
+                tool: "notes__add_note".to_owned(),
+                rule: "deny: writes".to_owned(),
+                reasons: "a: b".to_owned(),
+                hidden: false,
+            }),
+            "policy_deny",
+        );
+    }
+
     #[test]
     fn digest_is_order_independent() {
         let x = serde_json::json!({"a": 1, "b": 2});

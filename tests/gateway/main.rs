@@ -6,6 +6,7 @@ mod harness;
 
 mod admin;
 mod list_changed;
+mod metrics;
 mod policy_cli;
 mod quarantine;
 mod round_trip;
