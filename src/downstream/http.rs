@@ -1,9 +1,10 @@
-//! Serving agents over Streamable HTTP at `/mcp`, with `/healthz` and `/readyz`.
+//! Serving agents over Streamable HTTP at `/mcp`, with `/healthz`, `/readyz` and `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::Extension;
 use axum::Router;
 use axum::extract::Request;
 use axum::extract::State;
@@ -19,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::session::AgentSession;
 use crate::admin::{self, actions::Admin};
 use crate::auth::inbound::TokenError;
-use crate::gateway::Gateway;
-use crate::pipeline::authenticate::{self, AuthnError};
+use crate::gateway::{Gateway, metrics};
+use crate::pipeline::authenticate::{self, Authenticated, AuthnError};
 
 /// Largest JSON-RPC body accepted from an agent.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -63,6 +64,14 @@ pub async fn serve(
         Arc::new(LocalSessionManager::default()),
         config,
     );
+    // Metrics: as open as /healthz on a loopback gateway that requires no authentication;
+    // otherwise behind the same authentication as /mcp, for `admin` or `metrics` principals.
+    let scrape = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Scrape {
+            gw: gw.clone(),
+            authenticated,
+        });
     let auth = Arc::new(Authn {
         gw: gw.clone(),
         anonymous_ok,
@@ -88,6 +97,14 @@ pub async fn serve(
                 .map_err(|e| e.to_string())
         })
     };
+    let scrape = if authenticated {
+        scrape.layer(middleware::from_fn_with_state(
+            auth.clone(),
+            authenticate_request,
+        ))
+    } else {
+        scrape
+    };
     let admin = admin::http::router(admin.clone(), authn.clone())
         .nest_service(
             "/mcp",
@@ -107,6 +124,7 @@ pub async fn serve(
             get(resource_metadata),
         )
         .with_state(gw)
+        .merge(scrape)
         .nest("/mcp", mcp)
         .nest("/admin", admin);
     let local = addr;
@@ -156,6 +174,7 @@ async fn authenticate_request(
         }
         Err(error) => {
             tracing::info!(%error, "HTTP request refused at authentication");
+            metrics::auth_refused(error.refusal_code());
             if matches!(error, AuthnError::Token(TokenError::WrongAudience)) {
                 // A token minted for someone else was presented here: the scope-mismatch
                 // gate counts these.
@@ -236,6 +255,48 @@ async fn resource_metadata(State(gw): State<Arc<Gateway>>) -> axum::Json<serde_j
 /// The gateway's public signing keys, for upstreams that verify minted tokens.
 async fn jwks(State(gw): State<Arc<Gateway>>) -> axum::Json<serde_json::Value> {
     axum::Json(gw.credentials.jwks())
+}
+
+/// What `/metrics` needs.
+#[derive(Clone)]
+struct Scrape {
+    gw: Arc<Gateway>,
+    /// Whether the gateway requires authentication (then the middleware in front has put the
+    /// principal in the request).
+    authenticated: bool,
+}
+
+/// `GET /metrics`: the Prometheus text exposition. When the gateway requires authentication,
+/// only for a principal labelled `admin` or `metrics`.
+async fn scrape(State(scrape): State<Scrape>, who: Option<Extension<Authenticated>>) -> Response {
+    if scrape.authenticated {
+        let allowed = who.is_some_and(|Extension(who)| {
+            let p = who.principal();
+            p.has_label("admin") || p.has_label("metrics")
+        });
+        if !allowed {
+            return (
+                StatusCode::FORBIDDEN,
+                "mcp-warden: /metrics needs a principal labelled `admin` or `metrics`\n",
+            )
+                .into_response();
+        }
+    }
+    match metrics::render(&scrape.gw) {
+        Some(text) => (
+            [(
+                http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mcp-warden: metrics are not available in this process\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, &'static str) {

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod hub;
+pub mod metrics;
 pub mod policies;
 
 use std::sync::Arc;
@@ -110,6 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if specs.is_empty() {
         tracing::warn!(dir = %config.registry_dir.display(), "the registry is empty: no upstream will be exposed");
     }
+    let metrics = metrics::install();
     let shutdown = CancellationToken::new();
     let audit_stop = CancellationToken::new();
     let (audit, writer, store) = crate::store::open(&config.store, audit_stop.clone())
@@ -217,6 +219,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown: shutdown.clone(),
     };
     let mut tasks = JoinSet::new();
+    if let Some(handle) = metrics {
+        tasks.spawn(metrics::upkeep(handle, shutdown.clone()));
+    }
     tasks.spawn(catalog_task(gateway.clone(), changed_rx));
     tasks.spawn(event_task(store.clone(), events_rx, shutdown.clone()));
     tasks.spawn(control_task(gateway.clone(), shutdown.clone()));

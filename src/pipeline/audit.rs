@@ -115,7 +115,7 @@ impl Draft {
             Ok(resp) => {
                 self.row.decision = Decision::Allow;
                 self.row.stage = "dispatch";
-                self.row.reason = "ok".to_owned();
+                reason_code(outcome).clone_into(&mut self.row.reason);
                 self.row.outcome = match resp {
                     CallToolResponse::Complete(r) if r.is_error == Some(true) => "tool_error",
                     CallToolResponse::Complete(_) => "ok",
@@ -139,6 +139,15 @@ impl Draft {
     }
 }
 
+/// The stable reason code of an outcome: `ok`, or the error's code. `mcp_audit.reason` starts
+/// with it (`code: detail`); metrics label calls with it, since the detail is unbounded.
+pub fn reason_code(outcome: &Result<CallToolResponse, GatewayError>) -> &'static str {
+    match outcome {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
+    }
+}
+
 /// sha256 of the canonical JSON (sorted keys, no whitespace) of the arguments; of `{}` when none.
 pub fn args_digest(args: Option<&JsonObject>) -> String {
     let mut buf = Vec::with_capacity(128);
@@ -152,6 +161,36 @@ pub fn args_digest(args: Option<&JsonObject>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(outcome: Result<CallToolResponse, GatewayError>, expected: &str) {
+        let code = reason_code(&outcome);
+        assert_eq!(code, expected);
+        // What `mcp_audit.reason` starts with, and all of its bounded part.
+        assert!(!code.contains(':'), "{code}");
+        if let Err(e) = &outcome {
+            let reason = format!("{}: {e}", e.reason());
+            assert_eq!(reason.split(':').next(), Some(code), "{reason}");
+        }
+    }
+
+    #[test]
+    fn reason_codes_are_the_stable_part_of_the_reason() {
+        let ok = rmcp::model::CallToolResult::success(Vec::new());
+        check(Ok(CallToolResponse::Complete(ok)), "ok");
+        check(
+            Err(GatewayError::UnknownTool("notes__x".to_owned())),
+            "unknown_tool",
+        );
+        check(
+            Err(GatewayError::PolicyDenied {
+                tool: "notes__add_note".to_owned(),
+                rule: "deny: writes".to_owned(),
+                reasons: "a: b".to_owned(),
+                hidden: false,
+            }),
+            "policy_deny",
+        );
+    }
 
     #[test]
     fn digest_is_order_independent() {

@@ -64,6 +64,17 @@ impl AuthnError {
         matches!(self, Self::Token(TokenError::InsufficientScope))
     }
 
+    /// The reason label of `mcp_warden_auth_refused_total`: `missing`, `wrong_audience`,
+    /// `insufficient_scope`, else `invalid_token`.
+    pub fn refusal_code(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Token(TokenError::WrongAudience) => "wrong_audience",
+            Self::Token(TokenError::InsufficientScope) => "insufficient_scope",
+            Self::InvalidKey | Self::UnknownPrincipal(_) | Self::Token(_) => "invalid_token",
+        }
+    }
+
     /// The RFC 6750 `error` code.
     pub fn oauth_error(&self) -> Option<&'static str> {
         match self {

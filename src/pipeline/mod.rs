@@ -20,6 +20,8 @@ pub mod registry_gate;
 pub mod resolve;
 pub mod safety;
 
+use std::time::Instant;
+
 use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolRequestParams, CallToolResponse, LoggingLevel, Tool};
 use rmcp::service::{RequestContext, RoleServer};
@@ -27,6 +29,7 @@ use rmcp::service::{RequestContext, RoleServer};
 use crate::decide::approval::Binding;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::gateway::metrics::{self, Stage};
 use authenticate::Authenticated;
 use policy::Decided;
 
@@ -41,6 +44,7 @@ pub async fn call_tool(
     ctx: &RequestContext<RoleServer>,
     log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, McpError> {
+    let started = Instant::now();
     let request_id = gw.hub.next_id();
     let mut draft = audit::Draft::start(
         request_id,
@@ -52,7 +56,18 @@ pub async fn call_tool(
     let outcome = stages(gw, who, chain_id, params, ctx, log_level, &mut draft).await;
     // Audit runs after success and failure alike, before the agent hears the answer.
     let row = draft.finish(&outcome);
-    if let Err(error) = gw.audit.record(row).await {
+    let (decision, stage, output) = (row.decision.as_str(), row.stage, row.output_decision);
+    let queueing = Instant::now();
+    let queued = gw.audit.record(row).await;
+    metrics::stage(Stage::Audit, queueing);
+    metrics::call(
+        decision,
+        stage,
+        audit::reason_code(&outcome),
+        output,
+        started,
+    );
+    if let Err(error) = queued {
         tracing::error!(%error, "audit row could not be queued");
         return Err(McpError::internal_error(
             "mcp-warden: audit store unavailable; call refused",
@@ -74,6 +89,9 @@ async fn stages(
     log_level: Option<LoggingLevel>,
     draft: &mut audit::Draft,
 ) -> Result<CallToolResponse, GatewayError> {
+    // Each timed stage's latency is recorded as it ends, refused or not (the gates before the
+    // policy only when they all pass).
+    let mut since = Instant::now();
     // chain: which chain the call belongs to (a call-back continues its caller's, one deeper).
     let chain = chain::locate(gw, who, chain_id, ctx)?;
     draft.chain(&chain.id, chain.depth);
@@ -100,11 +118,14 @@ async fn stages(
     pin_gate::check(&route, up, &params.name)?;
     // chain gate: the chain stays in its domain unless this call carries a valid handoff.
     let entry = chain::gate(gw, who, &chain, up, &params.name, draft.args_digest(), ctx)?;
+    metrics::stage(Stage::Gates, since);
+    since = Instant::now();
     // policy, then scope gate: decided on the requested action (never on model text).
-    let decided = policy::decide(gw, who, up, &route, &params.name, params.arguments.as_ref())?;
+    let decided = policy::decide(gw, who, up, &route, &params.name, params.arguments.as_ref());
+    metrics::stage(Stage::Policy, since);
     // approval: after the policy and scope gate, so an approval never widens what the
     // principal may do; bound to the pinned hash, so a changed manifest voids it.
-    let permit = match decided {
+    let permit = match decided? {
         Decided::Allow(permit) => permit,
         Decided::Approval(held) => {
             let binding = Binding {
@@ -114,7 +135,9 @@ async fn stages(
                 args_digest: draft.args_digest().to_owned(),
                 manifest_hash: route.pin_hash.to_string(),
             };
+            since = Instant::now();
             let result = approval::obtain(gw, held, binding, ctx, draft.approval_slot()).await;
+            metrics::stage(Stage::Approval, since);
             result?
         }
     };
@@ -132,8 +155,12 @@ async fn stages(
     .await?;
     // credential: issued for this upstream's audience and this action class (the agent's
     // token is never relayed); after every gate, so a refused call gets none.
-    let credential = credential::obtain(gw, who, route.upstream, up, &permit, &chain).await?;
+    since = Instant::now();
+    let credential = credential::obtain(gw, who, route.upstream, up, &permit, &chain).await;
+    metrics::stage(Stage::Credential, since);
+    let credential = credential?;
     // dispatch: under the permit's time limit and the agent's cancellation.
+    since = Instant::now();
     let response = dispatch::call_tool(
         gw,
         up,
@@ -143,9 +170,12 @@ async fn stages(
         (&permit, credential.as_deref()),
         log_level,
     )
-    .await?;
+    .await;
+    metrics::stage(Stage::Dispatch, since);
+    let response = response?;
     // output safety: after dispatch, before the agent (or the audit row) sees the answer.
-    safety::tool_result(
+    since = Instant::now();
+    let screened = safety::tool_result(
         gw,
         &who.principal().id,
         &up.spec.name,
@@ -154,7 +184,9 @@ async fn stages(
         response,
         draft,
     )
-    .await
+    .await;
+    metrics::stage(Stage::Output, since);
+    screened
 }
 
 /// The tools `who` may see: the pinned catalog, less what the registry gate, the policy or the

@@ -107,6 +107,7 @@ pub struct Gateway {
     url: Option<String>,
     http: Option<Child>,
     log: Log,
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -114,6 +115,16 @@ impl Gateway {
     /// would: the gateway exposes only pinned upstreams); over HTTP also start the gateway and
     /// wait until it listens.
     pub async fn start(transport: Transport) -> anyhow::Result<Self> {
+        Self::start_with(transport, "", &[]).await
+    }
+
+    /// [`Gateway::start`], with `toml` appended to warden.toml and `env` set for every gateway
+    /// process (API keys named by `api_key_env`), before anything starts.
+    pub async fn start_with(
+        transport: Transport,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let root = dir.path();
         let db = root.join("warden.db");
@@ -125,7 +136,7 @@ impl Gateway {
         std::fs::write(
             &config,
             format!(
-                "registry_dir = \"registry\"\nstore = \"sqlite://{}\"\n\n[upstream]\ncall_timeout_sec = 60\n",
+                "registry_dir = \"registry\"\nstore = \"sqlite://{}\"\n\n[upstream]\ncall_timeout_sec = 60\n{toml}",
                 db.display()
             ),
         )?;
@@ -137,6 +148,10 @@ impl Gateway {
             url: None,
             http: None,
             log: Log::default(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         gw.pin().await?;
         if transport == Transport::Http {
@@ -210,6 +225,7 @@ impl Gateway {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         // GATEWAY_TEST_LOG=debug turns up the gateway's logging (shown when a test fails).
         if let Some(filter) = std::env::var_os("GATEWAY_TEST_LOG") {
             cmd.env("WARDEN_LOG", filter);

@@ -7,6 +7,7 @@ mod harness;
 mod admin;
 mod audit_chain;
 mod list_changed;
+mod metrics;
 mod policy_cli;
 mod quarantine;
 mod round_trip;
