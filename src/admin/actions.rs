@@ -234,6 +234,8 @@ pub struct Admin {
     config: Config,
     store: SqliteStore,
     nudge: Option<Arc<Notify>>,
+    /// The serving gateway's credentials, so a revocation applies before the action returns.
+    credentials: Option<Arc<crate::auth::credentials::Credentials>>,
 }
 
 /// The audit facts of one action.
@@ -270,6 +272,7 @@ impl Admin {
             config,
             store,
             nudge,
+            credentials: None,
         }
     }
 
@@ -290,6 +293,15 @@ impl Admin {
     pub fn allowed(who: &Authenticated, action: &str) -> bool {
         let label = Self::label_for(action);
         who.principal().labels.iter().any(|l| l == label)
+    }
+
+    /// Apply revocations to `credentials` at once (the admin surface of a serving gateway).
+    pub fn with_credentials(
+        mut self,
+        credentials: Arc<crate::auth::credentials::Credentials>,
+    ) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     fn nudge(&self) {
@@ -605,6 +617,9 @@ impl Admin {
                     OffsetDateTime::now_utc(),
                 )
                 .await?;
+            if let Some(c) = &self.credentials {
+                c.revoke_now(&r.audience, r.revoked_before);
+            }
             self.nudge();
             let revoked_before = rfc3339(r.revoked_before);
             Ok(Done {

@@ -101,6 +101,10 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+fn micros(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
 /// Now, in unix microseconds.
 pub fn now_us() -> i64 {
     SystemTime::now()
@@ -219,13 +223,30 @@ impl Credentials {
 
     /// Apply the store's revocations: drop every cached credential of a newly revoked audience.
     pub fn set_revocations(&self, revocations: &[Revocation]) {
-        let map: HashMap<String, i64> = revocations
+        let mut map: HashMap<String, i64> = revocations
             .iter()
-            .map(|r| {
-                let us = r.revoked_before.unix_timestamp_nanos() / 1000;
-                (r.audience.clone(), i64::try_from(us).unwrap_or(i64::MAX))
-            })
+            .map(|r| (r.audience.clone(), micros(r.revoked_before)))
             .collect();
+        // A revocation applied in-process (`revoke_now`) is never undone by a poll that read
+        // the store just before it was written.
+        for (aud, t) in self.revoked.load().iter() {
+            let e = map.entry(aud.clone()).or_insert(*t);
+            *e = (*e).max(*t);
+        }
+        self.apply(map);
+    }
+
+    /// Apply one revocation at once (the admin action in this process), before the next
+    /// control poll brings it from the store.
+    pub fn revoke_now(&self, audience: &str, revoked_before: time::OffsetDateTime) {
+        let mut map = HashMap::clone(&self.revoked.load());
+        let t = micros(revoked_before);
+        let e = map.entry(audience.to_owned()).or_insert(t);
+        *e = (*e).max(t);
+        self.apply(map);
+    }
+
+    fn apply(&self, map: HashMap<String, i64>) {
         if **self.revoked.load() == map {
             return;
         }

@@ -84,11 +84,14 @@ pub async fn serve(
         ));
     // The admin surface: its MCP endpoint and its HTTP API, behind the same authentication
     // (each action then checks the principal's labels).
-    let admin = Arc::new(Admin::new(
-        gw.config.clone(),
-        gw.store.clone(),
-        Some(gw.control_changed.clone()),
-    ));
+    let admin = Arc::new(
+        Admin::new(
+            gw.config.clone(),
+            gw.store.clone(),
+            Some(gw.control_changed.clone()),
+        )
+        .with_credentials(gw.credentials.clone()),
+    );
     let authn: admin::mcp::Authn = {
         let gw = gw.clone();
         Arc::new(move |headers: &http::HeaderMap| {

@@ -191,3 +191,30 @@ fn origin_of_urls() {
     assert_eq!(origin("https://gw.example"), "https://gw.example");
     assert_eq!(origin("https://gw.example/a/b"), "https://gw.example");
 }
+
+#[tokio::test]
+async fn an_in_process_revocation_applies_at_once_and_a_stale_poll_does_not_undo_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = service(dir.path());
+    let notes = spec("notes", CredentialMode::Minted);
+    let before = c
+        .for_upstream(0, &notes, Some(alice()), ActionClass::Read)
+        .await
+        .unwrap()
+        .unwrap();
+    c.revoke_now("https://notes.internal", OffsetDateTime::now_utc());
+    // A control poll that read the store before the revocation was written.
+    c.set_revocations(&[]);
+    let after = c
+        .for_upstream(0, &notes, Some(alice()), ActionClass::Read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(before, after);
+    assert!(
+        verify(&c, &after, "https://notes.internal")["epoch"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
+}
