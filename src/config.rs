@@ -230,8 +230,8 @@ impl Default for RawConfig {
             chain: RawChain {
                 isolate_domains: true,
                 max_depth: 4,
-                max_calls: 1000,
-                max_fanout: 60,
+                max_calls: 0,
+                max_fanout: 600,
                 fanout_window_sec: 10.0,
                 handoff_ttl_sec: 300.0,
                 idle_sec: 3600.0,
@@ -592,8 +592,10 @@ impl Config {
             isolate_domains: raw.chain.isolate_domains,
             budgets: crate::decide::chain::Budgets {
                 max_depth: Some(raw.chain.max_depth),
-                max_calls: Some(raw.chain.max_calls),
-                max_fanout: Some(raw.chain.max_fanout),
+                // 0: no limit (a long-lived session, or a sessionless agent's chain per
+                // principal, would otherwise run out of calls).
+                max_calls: (raw.chain.max_calls > 0).then_some(raw.chain.max_calls),
+                max_fanout: (raw.chain.max_fanout > 0).then_some(raw.chain.max_fanout),
                 window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
             },
             handoff_ttl: secs("chain.handoff_ttl_sec", raw.chain.handoff_ttl_sec)?,
