@@ -430,11 +430,60 @@ pub struct UpstreamConfig {
     pub startup_wait: Duration,
 }
 
-/// A store location: only embedded SQLite so far.
+/// A store location: embedded SQLite (the default) or PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// A SQLite database file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database (several replicas share it).
+    Postgres(PgUrl),
+}
+
+/// A `postgres://` URL; it may hold a password, so it prints without one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgUrl(String);
+
+impl PgUrl {
+    /// The URL, password included, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Display for PgUrl {
+    /// The URL with any password replaced by `***`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match reqwest::Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                // Setting a password on a URL that already has one cannot fail.
+                let _ = url.set_password(Some("***"));
+                f.write_str(url.as_str())
+            }
+            Ok(url) => f.write_str(url.as_str()),
+            Err(_) => f.write_str("postgres://(unparsable URL)"),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => url.fmt(f),
+        }
+    }
+}
+
+impl From<PgUrl> for StoreUrl {
+    fn from(url: PgUrl) -> Self {
+        Self::Postgres(url)
+    }
 }
 
 impl Config {
@@ -497,15 +546,29 @@ impl Config {
                 raw.listen
             ),
         })?;
-        let store = match raw.store.strip_prefix("sqlite://") {
-            Some(path) if !path.is_empty() => StoreUrl::Sqlite(rel(PathBuf::from(path))),
-            _ => {
+        let store = if let Some(path) = raw.store.strip_prefix("sqlite://")
+            && !path.is_empty()
+        {
+            StoreUrl::Sqlite(rel(PathBuf::from(path)))
+        } else if raw.store.starts_with("postgres://") || raw.store.starts_with("postgresql://") {
+            let url = PgUrl(raw.store.clone());
+            if let Err(e) = raw.store.parse::<sqlx::postgres::PgConnectOptions>() {
                 return Err(ConfigError::Value {
                     file: None,
                     key: "store",
-                    problem: format!("expected sqlite://PATH, got {:?}", raw.store),
+                    problem: format!("invalid PostgreSQL URL {url}: {e}"),
                 });
             }
+            url.into()
+        } else {
+            return Err(ConfigError::Value {
+                file: None,
+                key: "store",
+                problem: format!(
+                    "expected sqlite://PATH or postgres://USER@HOST/DB, got {:?}",
+                    PgUrl(raw.store.clone()).to_string()
+                ),
+            });
         };
         let secs = |key: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 && v < 86_400.0 {

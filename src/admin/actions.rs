@@ -17,7 +17,7 @@ use crate::decide::approval::{Approval, Decider, Refusal, Status, Verdict};
 use crate::pipeline::audit::args_digest;
 use crate::pipeline::authenticate::Authenticated;
 use crate::store::quarantine::QuarantineRefusal;
-use crate::store::{ApprovalError, AuditRecord, Decision, SqliteStore, StoreError};
+use crate::store::{ApprovalError, AuditRecord, Decision, Store, StoreError};
 use crate::upstream::registry::{self, UpstreamSpec};
 
 mod quarantine;
@@ -232,7 +232,7 @@ impl Done {
 #[derive(Debug)]
 pub struct Admin {
     config: Config,
-    store: SqliteStore,
+    store: Store,
     nudge: Option<Arc<Notify>>,
     /// The serving gateway's credentials, so a revocation applies before the action returns.
     credentials: Option<Arc<crate::auth::credentials::Credentials>>,
@@ -267,7 +267,7 @@ impl<'a> Act<'a> {
 impl Admin {
     /// The admin surface over `store`, for the deployment `config` describes. `nudge` is
     /// notified after every state change (an in-process gateway re-reads its control state).
-    pub fn new(config: Config, store: SqliteStore, nudge: Option<Arc<Notify>>) -> Self {
+    pub fn new(config: Config, store: Store, nudge: Option<Arc<Notify>>) -> Self {
         Self {
             config,
             store,
@@ -277,7 +277,7 @@ impl Admin {
     }
 
     /// The store the actions work on.
-    pub fn store(&self) -> &SqliteStore {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 

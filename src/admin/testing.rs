@@ -6,9 +6,9 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::Admin;
-use crate::config::{Config, StoreUrl};
+use crate::config::Config;
 use crate::pipeline::authenticate::{Authenticated, Principals};
-use crate::store::SqliteStore;
+use crate::store::Store;
 
 const NOTES: &str = r#"command = ["mcp-warden", "fixture", "notes"]
 prefix = "notes"
@@ -60,8 +60,7 @@ impl Deployment {
         std::fs::write(dir.path().join("registry/notes.toml"), NOTES).unwrap();
         std::fs::write(dir.path().join("warden.toml"), CONFIG).unwrap();
         let config = Config::load(Some(&dir.path().join("warden.toml"))).unwrap();
-        let StoreUrl::Sqlite(path) = &config.store;
-        let store = SqliteStore::open(path).await.unwrap();
+        let store = Store::connect(&config.store).await.unwrap();
         let principals = Principals::from_config(&config);
         let nudge = Arc::new(Notify::new());
         let admin = Arc::new(Admin::new(config, store, Some(nudge.clone())));

@@ -11,9 +11,9 @@ use rmcp::ServiceExt as _;
 
 use crate::admin::Admin;
 use crate::admin::mcp::AdminSession;
-use crate::config::{Config, StoreUrl};
+use crate::config::Config;
 use crate::pipeline::authenticate::{Authenticated, Principals};
-use crate::store::SqliteStore;
+use crate::store::Store;
 
 /// Options of every admin subcommand.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,11 +47,9 @@ pub async fn open(opts: &AdminOpts) -> anyhow::Result<(Arc<Admin>, Authenticated
     let who = Principals::from_config(&config)
         .get(id)
         .with_context(|| format!("acting as {id:?}: no such principal in the configuration"))?;
-    let store = match &config.store {
-        StoreUrl::Sqlite(path) => SqliteStore::open(path)
-            .await
-            .with_context(|| format!("opening the store {}", path.display()))?,
-    };
+    let store = Store::connect(&config.store)
+        .await
+        .with_context(|| format!("opening the store {}", config.store))?;
     Ok((Arc::new(Admin::new(config, store, None)), who))
 }
 

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use super::admin::block_on;
-use crate::config::{Config, StoreUrl};
-use crate::store::SqliteStore;
+use crate::config::Config;
+use crate::store::Store;
 use crate::store::audit_chain::Verification;
 
 /// Arguments of `mcp-warden audit`.
@@ -38,11 +38,9 @@ enum Action {
 pub fn main(args: AuditArgs) -> ExitCode {
     block_on("audit", async move {
         let config = Config::load(args.config.as_deref())?;
-        let store = match &config.store {
-            StoreUrl::Sqlite(path) => SqliteStore::open(path)
-                .await
-                .with_context(|| format!("opening the store {}", path.display()))?,
-        };
+        let store = Store::connect(&config.store)
+            .await
+            .with_context(|| format!("opening the store {}", config.store))?;
         let Action::Verify { json } = args.action;
         let found = store.verify_audit().await;
         store.close().await;

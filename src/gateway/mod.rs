@@ -21,7 +21,7 @@ use crate::auth::inbound::Validator;
 use crate::config::Config;
 use crate::decide::policy::PolicySet;
 use crate::error::GatewayError;
-use crate::store::{AuditSink, AuditWriter, ControlState, SqliteStore};
+use crate::store::{AuditSink, AuditWriter, ControlState, Store};
 use crate::upstream::client::Refresh;
 use crate::upstream::{self, Status, SupervisorEnv, Upstream, registry};
 
@@ -48,7 +48,7 @@ pub struct Gateway {
     /// Nudged after an in-process admin action, so the control state is read again at once.
     pub control_changed: Arc<Notify>,
     /// The store (approvals, control state; audit rows go through `audit`).
-    pub store: SqliteStore,
+    pub store: Store,
     /// The credentials upstreams get (minted, or from their authorization servers).
     pub credentials: Arc<Credentials>,
     /// Inbound JWT validation.
@@ -85,7 +85,7 @@ pub struct Running {
     audit_stop: CancellationToken,
     tasks: JoinSet<()>,
     writer: AuditWriter,
-    store: SqliteStore,
+    store: Store,
 }
 
 /// Load the registry, open the store, connect every enabled upstream (waiting up to
@@ -298,11 +298,11 @@ impl Running {
 /// Write drift, registry and authentication events to the store and the log (the gates issue
 /// pages on them). At shutdown, what is queued is written before the task ends.
 async fn event_task(
-    store: SqliteStore,
+    store: Store,
     mut events: mpsc::UnboundedReceiver<crate::store::GateEvent>,
     stop: CancellationToken,
 ) {
-    async fn write(store: &SqliteStore, e: crate::store::GateEvent) {
+    async fn write(store: &Store, e: crate::store::GateEvent) {
         tracing::warn!(gate = e.gate, upstream = %e.upstream, ticket = ?e.ticket, "{}", e.detail);
         if let Err(error) = store.record_event(&e).await {
             tracing::error!(%error, gate = e.gate, "gate event not stored");

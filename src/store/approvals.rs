@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 
-use super::sqlite::{fmt_time, micros, parse_time};
-use super::{SqliteStore, StoreError};
+use super::db::{StoreRow, Ts, on};
+use super::sqlite::micros;
+use super::{Store, StoreError};
 use crate::decide::approval::{Approval, Binding, Decider, Refusal, Status, Verdict};
 
 /// Why an approval transition did not happen.
@@ -32,27 +31,23 @@ impl From<sqlx::Error> for ApprovalError {
 const COLUMNS: &str = "id, principal, server, tool, args_digest, manifest_hash, status, created_at, \
                        expires_at, decided_by, decided_at, reason, used_at";
 
-fn opt_time(s: Option<String>) -> Result<Option<OffsetDateTime>, StoreError> {
-    s.as_deref().map(parse_time).transpose()
-}
-
-fn from_row(r: &SqliteRow) -> Result<Approval, StoreError> {
-    let status: String = r.try_get("status")?;
+fn from_row(r: &impl StoreRow) -> Result<Approval, StoreError> {
+    let status = r.text("status")?;
     Ok(Approval {
-        id: r.try_get("id")?,
-        principal: r.try_get("principal")?,
-        server: r.try_get("server")?,
-        tool: r.try_get("tool")?,
-        args_digest: r.try_get("args_digest")?,
-        manifest_hash: r.try_get("manifest_hash")?,
+        id: r.text("id")?,
+        principal: r.text("principal")?,
+        server: r.text("server")?,
+        tool: r.text("tool")?,
+        args_digest: r.text("args_digest")?,
+        manifest_hash: r.text("manifest_hash")?,
         status: Status::parse(&status)
             .ok_or_else(|| StoreError::Invalid(format!("approval status {status:?}")))?,
-        created_at: parse_time(&r.try_get::<String, _>("created_at")?)?,
-        expires_at: parse_time(&r.try_get::<String, _>("expires_at")?)?,
-        decided_by: r.try_get("decided_by")?,
-        decided_at: opt_time(r.try_get("decided_at")?)?,
-        reason: r.try_get("reason")?,
-        used_at: opt_time(r.try_get("used_at")?)?,
+        created_at: r.time("created_at")?,
+        expires_at: r.time("expires_at")?,
+        decided_by: r.opt_text("decided_by")?,
+        decided_at: r.opt_time("decided_at")?,
+        reason: r.opt_text("reason")?,
+        used_at: r.opt_time("used_at")?,
     })
 }
 
@@ -62,7 +57,7 @@ fn new_id() -> String {
     format!("apr_{}", hex.get(..16).unwrap_or(&hex))
 }
 
-impl SqliteStore {
+impl Store {
     /// Record a new pending approval for `binding`, expiring `ttl` after `now`.
     pub async fn create_approval(
         &self,
@@ -72,31 +67,33 @@ impl SqliteStore {
     ) -> Result<Approval, StoreError> {
         let mut a = Approval::pending(new_id(), binding, micros(now), ttl);
         a.expires_at = micros(a.expires_at);
-        sqlx::query(
-            "INSERT INTO approvals (id, principal, server, tool, args_digest, manifest_hash, status, \
-             created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&a.id)
-        .bind(&a.principal)
-        .bind(&a.server)
-        .bind(&a.tool)
-        .bind(&a.args_digest)
-        .bind(&a.manifest_hash)
-        .bind(a.status.as_str())
-        .bind(fmt_time(a.created_at))
-        .bind(fmt_time(a.expires_at))
-        .execute(&self.pool)
-        .await?;
+        on!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO approvals (id, principal, server, tool, args_digest, manifest_hash, \
+                 status, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&a.id)
+            .bind(&a.principal)
+            .bind(&a.server)
+            .bind(&a.tool)
+            .bind(&a.args_digest)
+            .bind(&a.manifest_hash)
+            .bind(a.status.as_str())
+            .bind(Ts(a.created_at))
+            .bind(Ts(a.expires_at))
+            .execute(pool)
+            .await?;
+        });
         Ok(a)
     }
 
     /// The approval with this id, as recorded.
     pub async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(from_row).transpose()
+        let sql = format!("SELECT {COLUMNS} FROM approvals WHERE id = $1");
+        on!(self, |pool| {
+            let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
+            row.as_ref().map(from_row).transpose()
+        })
     }
 
     /// The newest approval for exactly `binding` in `status` and unexpired at `now`.
@@ -106,21 +103,24 @@ impl SqliteStore {
         status: Status,
         now: OffsetDateTime,
     ) -> Result<Option<Approval>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM approvals WHERE principal = ? AND tool = ? AND args_digest = ? \
-             AND status = ? AND server = ? AND manifest_hash = ? AND expires_at > ? \
-             ORDER BY created_at DESC, id DESC LIMIT 1"
-        ))
-        .bind(&binding.principal)
-        .bind(&binding.tool)
-        .bind(&binding.args_digest)
-        .bind(status.as_str())
-        .bind(&binding.server)
-        .bind(&binding.manifest_hash)
-        .bind(fmt_time(now))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(from_row).transpose()
+        let sql = format!(
+            "SELECT {COLUMNS} FROM approvals WHERE principal = $1 AND tool = $2 \
+             AND args_digest = $3 AND status = $4 AND server = $5 AND manifest_hash = $6 \
+             AND expires_at > $7 ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        on!(self, |pool| {
+            let row = sqlx::query(&sql)
+                .bind(&binding.principal)
+                .bind(&binding.tool)
+                .bind(&binding.args_digest)
+                .bind(status.as_str())
+                .bind(&binding.server)
+                .bind(&binding.manifest_hash)
+                .bind(Ts(now))
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(from_row).transpose()
+        })
     }
 
     /// The newest approved, unexpired approval for exactly this call (the one to consume).
@@ -148,15 +148,18 @@ impl SqliteStore {
         status: Option<Status>,
         limit: u32,
     ) -> Result<Vec<Approval>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM approvals WHERE (?1 IS NULL OR status = ?1) \
-             ORDER BY created_at DESC, id DESC LIMIT ?2"
-        ))
-        .bind(status.map(Status::as_str))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(from_row).collect()
+        let sql = format!(
+            "SELECT {COLUMNS} FROM approvals WHERE ($1 IS NULL OR status = $1) \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        on!(self, |pool| {
+            let rows = sqlx::query(&sql)
+                .bind(status.map(Status::as_str))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(from_row).collect()
+        })
     }
 
     /// Approve or deny approval `id`. Only one decision can ever win: the update requires the
@@ -172,19 +175,22 @@ impl SqliteStore {
         let now = micros(now);
         let current = self.approval(id).await?.ok_or(Refusal::Unknown)?;
         let decided = current.decide(by, verdict, reason, now)?;
-        let done = sqlx::query(
-            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, reason = ? \
-             WHERE id = ? AND status = 'pending' AND expires_at > ?",
-        )
-        .bind(decided.status.as_str())
-        .bind(&decided.decided_by)
-        .bind(decided.decided_at.map(fmt_time))
-        .bind(&decided.reason)
-        .bind(id)
-        .bind(fmt_time(now))
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
+        let done = on!(self, |pool| {
+            sqlx::query(
+                "UPDATE approvals SET status = $1, decided_by = $2, decided_at = $3, reason = $4 \
+                 WHERE id = $5 AND status = 'pending' AND expires_at > $6",
+            )
+            .bind(decided.status.as_str())
+            .bind(&decided.decided_by)
+            .bind(decided.decided_at.map(Ts))
+            .bind(&decided.reason)
+            .bind(id)
+            .bind(Ts(now))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if done == 1 {
             return Ok(decided);
         }
         // Someone decided it in between: say what it is now.
@@ -207,16 +213,19 @@ impl SqliteStore {
         let now = micros(now);
         let current = self.approval(id).await?.ok_or(Refusal::Unknown)?;
         let used = current.consume(binding, now)?;
-        let done = sqlx::query(
-            "UPDATE approvals SET status = 'used', used_at = ? \
-             WHERE id = ? AND status = 'approved' AND expires_at > ?",
-        )
-        .bind(used.used_at.map(fmt_time))
-        .bind(id)
-        .bind(fmt_time(now))
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
+        let done = on!(self, |pool| {
+            sqlx::query(
+                "UPDATE approvals SET status = 'used', used_at = $1 \
+                 WHERE id = $2 AND status = 'approved' AND expires_at > $3",
+            )
+            .bind(used.used_at.map(Ts))
+            .bind(id)
+            .bind(Ts(now))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if done == 1 {
             return Ok(used);
         }
         // Another call spent it in between (or it just expired): say what it is now.
@@ -231,14 +240,16 @@ impl SqliteStore {
     /// Record as expired every pending or approved approval whose expiry has come at `now`;
     /// returns how many.
     pub async fn expire_approvals(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE approvals SET status = 'expired' \
-             WHERE status IN ('pending', 'approved') AND expires_at <= ?",
-        )
-        .bind(fmt_time(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        on!(self, |pool| {
+            let done = sqlx::query(
+                "UPDATE approvals SET status = 'expired' \
+                 WHERE status IN ('pending', 'approved') AND expires_at <= $1",
+            )
+            .bind(Ts(now))
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
     }
 }
 

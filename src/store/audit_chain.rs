@@ -13,22 +13,22 @@
 //! head hash that `verify` prints somewhere else can later show that everything before it is
 //! unchanged.
 //!
-//! Writers: every insert is one `BEGIN IMMEDIATE` transaction that reads the head, links the
-//! new rows and moves the head (see `SqliteStore::insert`). SQLite admits one writer at a time,
-//! so the gateway's writer task, a restarted gateway and an admin CLI writing its audit row to
-//! the same file all extend one chain. Replicas sharing PostgreSQL need the same under a row
-//! lock on the head; that is the PostgreSQL store's issue.
+//! Writers: every insert is one transaction holding the store's write lock (SQLite's
+//! `BEGIN IMMEDIATE`, PostgreSQL's advisory lock: see `db::BeginWrite`) that reads the head,
+//! links the new rows, gives them the next ids and moves the head (see `Store::insert`). So
+//! the gateway's writer task, a restarted gateway, an admin CLI writing its audit row and every
+//! replica sharing one PostgreSQL extend one chain, with ids that grow by one.
 
 use std::fmt;
 
 use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row as _, SqliteConnection};
+use sqlx::QueryBuilder;
 
+use super::db::{BeginWrite as _, StoreRow, Ts, on};
 use super::sqlite::fmt_time;
-use super::{AuditRecord, SqliteStore, StoreError};
+use super::{AuditRecord, Store, StoreError};
 
 /// `prev_hash` of the first chained row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -43,6 +43,7 @@ const HEAD_KEY: &str = "audit_chain_head";
 /// How a content column is stored.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
+    Time,
     Text,
     OptText,
     Int,
@@ -51,7 +52,7 @@ enum Kind {
 /// The content columns of `mcp_audit` (every column but `id`, `prev_hash`, `row_hash`), in
 /// the order they are inserted and hashed.
 const COLUMNS: [(&str, Kind); 19] = [
-    ("event_time", Kind::Text),
+    ("event_time", Kind::Time),
     ("request_id", Kind::Text),
     ("actor_id", Kind::Text),
     ("server_name", Kind::Text),
@@ -115,17 +116,17 @@ pub(super) fn cells(r: &AuditRecord) -> [Cell; 19] {
 }
 
 /// A stored row's content, in [`COLUMNS`] order (an error when a value has the wrong type:
-/// the writer never stores one).
-fn read_cells(row: &SqliteRow) -> Result<Vec<Cell>, sqlx::Error> {
+/// the writer never stores one). Instants are hashed as SQLite stores them, whatever the
+/// backend.
+fn read_cells(row: &impl StoreRow) -> Result<Vec<Cell>, StoreError> {
     COLUMNS
         .iter()
         .map(|&(name, kind)| {
             Ok(match kind {
-                Kind::Text => Cell::Text(row.try_get(name)?),
-                Kind::OptText => row
-                    .try_get::<Option<String>, _>(name)?
-                    .map_or(Cell::Null, Cell::Text),
-                Kind::Int => Cell::Int(row.try_get(name)?),
+                Kind::Time => Cell::Text(fmt_time(row.time(name)?)),
+                Kind::Text => Cell::Text(row.text(name)?),
+                Kind::OptText => row.opt_text(name)?.map_or(Cell::Null, Cell::Text),
+                Kind::Int => Cell::Int(row.int(name)?),
             })
         })
         .collect()
@@ -148,59 +149,134 @@ pub struct Head {
     pub row_hash: String,
 }
 
-/// The head as the writers recorded it, if they have.
-async fn recorded_head(conn: &mut SqliteConnection) -> Result<Option<Head>, StoreError> {
-    let value: Option<String> = sqlx::query_scalar("SELECT value FROM control_state WHERE key = ?")
-        .bind(HEAD_KEY)
-        .fetch_optional(&mut *conn)
-        .await?;
-    value
-        .map(|v| {
-            serde_json::from_str(&v)
-                .map_err(|e| StoreError::Invalid(format!("{HEAD_KEY} {v:?}: {e}")))
-        })
-        .transpose()
+fn parse_head(value: &str) -> Result<Head, StoreError> {
+    serde_json::from_str(value)
+        .map_err(|e| StoreError::Invalid(format!("{HEAD_KEY} {value:?}: {e}")))
 }
 
-/// Where the next row links, inside a write transaction: the recorded head (so rows deleted
-/// from the tail stay missing), else the last chained row, else nothing (the chain starts).
-pub(super) async fn head_for_write(
-    conn: &mut SqliteConnection,
-) -> Result<Option<Head>, StoreError> {
-    if let Some(head) = recorded_head(conn).await? {
-        return Ok(Some(head));
+/// One row ready to insert: its content and its links.
+struct Linked<'a> {
+    row: &'a AuditRecord,
+    cells: [Cell; 19],
+    prev_hash: String,
+    row_hash: String,
+}
+
+/// Rows per statement: 22 parameters a row stays under both backends' limits.
+const CHUNK: usize = 256;
+
+impl Store {
+    /// Insert rows, chained: one transaction under the write lock reads the chain head (the
+    /// recorded one, so rows deleted from the tail stay missing; else the last chained row),
+    /// links each row to the one before it, numbers them from the head on and records the
+    /// new head. All rows or none: a retried batch links from the same head again.
+    pub async fn insert(&self, rows: &[AuditRecord]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        on!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let recorded: Option<String> =
+                sqlx::query_scalar("SELECT value FROM control_state WHERE key = $1")
+                    .bind(HEAD_KEY)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let mut head = match recorded {
+                Some(v) => Some(parse_head(&v)?),
+                None => sqlx::query(
+                    "SELECT id, row_hash FROM mcp_audit WHERE row_hash != '' \
+                     ORDER BY id DESC LIMIT 1",
+                )
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| {
+                    Ok::<_, StoreError>(Head {
+                        id: r.int("id")?,
+                        row_hash: r.text("row_hash")?,
+                    })
+                })
+                .transpose()?,
+            };
+            let max_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM mcp_audit")
+                .fetch_one(&mut *tx)
+                .await?;
+            let mut next_id = head.as_ref().map_or(0, |h| h.id).max(max_id);
+            for chunk in rows.chunks(CHUNK) {
+                let mut prev = head
+                    .as_ref()
+                    .map_or(GENESIS, |h| h.row_hash.as_str())
+                    .to_owned();
+                let linked: Vec<Linked<'_>> = chunk
+                    .iter()
+                    .map(|row| {
+                        let cells = cells(row);
+                        let hash = row_hash(&prev, &cells);
+                        let prev_hash = std::mem::replace(&mut prev, hash.clone());
+                        Linked {
+                            row,
+                            cells,
+                            prev_hash,
+                            row_hash: hash,
+                        }
+                    })
+                    .collect();
+                let first = next_id.saturating_add(1);
+                next_id = next_id.saturating_add(i64::try_from(linked.len()).unwrap_or(0));
+                let mut qb = QueryBuilder::new(format!(
+                    "INSERT INTO mcp_audit (id, {}, prev_hash, row_hash) ",
+                    column_list()
+                ));
+                let mut id = first;
+                qb.push_values(&linked, |mut b, r| {
+                    b.push_bind(id);
+                    id = id.saturating_add(1);
+                    b.push_bind(Ts(r.row.event_time));
+                    for cell in r.cells.iter().skip(1) {
+                        match cell {
+                            Cell::Null => b.push_bind(None::<&str>),
+                            Cell::Int(n) => b.push_bind(*n),
+                            Cell::Text(s) => b.push_bind(s.as_str()),
+                        };
+                    }
+                    b.push_bind(r.prev_hash.as_str())
+                        .push_bind(r.row_hash.as_str());
+                });
+                qb.build().execute(&mut *tx).await?;
+                head = Some(Head {
+                    id: next_id,
+                    row_hash: prev,
+                });
+            }
+            if let Some(head) = &head {
+                let value = serde_json::to_string(head)
+                    .map_err(|e| StoreError::Invalid(format!("{HEAD_KEY}: {e}")))?;
+                sqlx::query(
+                    "INSERT INTO control_state (key, value, set_by, set_at) \
+                     VALUES ($1, $2, 'audit-writer', $3) ON CONFLICT (key) DO UPDATE \
+                     SET value = excluded.value, set_at = excluded.set_at",
+                )
+                .bind(HEAD_KEY)
+                .bind(value)
+                .bind(Ts(time::OffsetDateTime::now_utc()))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
-    let last = sqlx::query(
-        "SELECT id, row_hash FROM mcp_audit WHERE row_hash != '' ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    last.map(|r| {
-        Ok(Head {
-            id: r.try_get("id")?,
-            row_hash: r.try_get("row_hash")?,
-        })
-    })
-    .transpose()
-}
 
-/// Record `head`, inside the transaction that wrote it.
-pub(super) async fn record_head(
-    conn: &mut SqliteConnection,
-    head: &Head,
-) -> Result<(), StoreError> {
-    let value =
-        serde_json::to_string(head).map_err(|e| StoreError::Invalid(format!("{HEAD_KEY}: {e}")))?;
-    sqlx::query(
-        "INSERT INTO control_state (key, value, set_by, set_at) VALUES (?, ?, 'audit-writer', ?) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value, set_at = excluded.set_at",
-    )
-    .bind(HEAD_KEY)
-    .bind(value)
-    .bind(fmt_time(time::OffsetDateTime::now_utc()))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    /// The head as the writers recorded it, if they have.
+    async fn recorded_head(&self) -> Result<Option<Head>, StoreError> {
+        on!(self, |pool| {
+            let value: Option<String> =
+                sqlx::query_scalar("SELECT value FROM control_state WHERE key = $1")
+                    .bind(HEAD_KEY)
+                    .fetch_optional(pool)
+                    .await?;
+            value.as_deref().map(parse_head).transpose()
+        })
+    }
 }
 
 /// Something `verify` found wrong.
@@ -366,7 +442,7 @@ impl Verification {
     }
 }
 
-impl SqliteStore {
+impl Store {
     /// Walk `mcp_audit` in id order: recompute each row's hash, check each link and the id
     /// sequence, then compare the last row with the recorded head. Reads as it goes.
     pub async fn verify_audit(&self) -> Result<Verification, StoreError> {
@@ -376,15 +452,15 @@ impl SqliteStore {
             "SELECT id, prev_hash, row_hash, {} FROM mcp_audit ORDER BY id",
             column_list()
         );
-        {
-            let mut rows = sqlx::query(&sql).fetch(&self.pool);
+        on!(self, |pool| {
+            let mut rows = sqlx::query(&sql).fetch(pool);
             while let Some(row) = rows.try_next().await? {
                 v.rows = v.rows.saturating_add(1);
-                let id: i64 = row.try_get("id")?;
-                let prev_hash: String = row.try_get("prev_hash")?;
-                let stored: String = row.try_get("row_hash")?;
+                let id = row.int("id")?;
+                let prev_hash = row.text("prev_hash")?;
+                let stored = row.text("row_hash")?;
                 let started = v.head.is_some();
-                // Ids only grow by one (AUTOINCREMENT, and a failed insert rolls its ids back).
+                // Ids only grow by one (the writer numbers rows from the head under its lock).
                 let gap = last_id
                     .filter(|&last| started && id != last.saturating_add(1))
                     .map(|after| Problem::Gap { after, before: id });
@@ -418,9 +494,9 @@ impl SqliteStore {
                     row_hash: stored,
                 });
             }
-        }
-        let mut conn = self.pool.acquire().await?;
-        match (recorded_head(&mut conn).await?, &v.head) {
+            Ok::<_, StoreError>(())
+        })?;
+        match (self.recorded_head().await?, &v.head) {
             (None, None) => {}
             (None, Some(last)) => v.problems.push(Problem::HeadMissing { last: last.clone() }),
             (Some(recorded), last) if Some(&recorded) != last.as_ref() => {

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use sqlx::Row as _;
 use time::OffsetDateTime;
 
-use super::sqlite::{fmt_time, micros, parse_time};
-use super::{SqliteStore, StoreError};
+use super::db::{BeginWrite as _, StoreRow, Ts, on};
+use super::sqlite::micros;
+use super::{Store, StoreError};
 
 /// The `control_state` key of emergency write-approval mode.
 const EMERGENCY: &str = "emergency_write_approval";
@@ -66,20 +66,22 @@ impl ControlState {
     }
 }
 
-impl SqliteStore {
+impl Store {
     /// Emergency write-approval mode as recorded (off when never set).
     pub async fn emergency(&self) -> Result<Emergency, StoreError> {
-        let row = sqlx::query("SELECT value, set_by, set_at FROM control_state WHERE key = ?")
-            .bind(EMERGENCY)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else {
-            return Ok(Emergency::default());
-        };
-        Ok(Emergency {
-            enabled: row.try_get::<String, _>("value")? == "on",
-            set_by: Some(row.try_get("set_by")?),
-            set_at: Some(parse_time(&row.try_get::<String, _>("set_at")?)?),
+        on!(self, |pool| {
+            let row = sqlx::query("SELECT value, set_by, set_at FROM control_state WHERE key = $1")
+                .bind(EMERGENCY)
+                .fetch_optional(pool)
+                .await?;
+            let Some(row) = row else {
+                return Ok(Emergency::default());
+            };
+            Ok(Emergency {
+                enabled: row.text("value")? == "on",
+                set_by: Some(row.text("set_by")?),
+                set_at: Some(row.time("set_at")?),
+            })
         })
     }
 
@@ -90,25 +92,27 @@ impl SqliteStore {
         by: &str,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let before: Option<String> =
-            sqlx::query_scalar("SELECT value FROM control_state WHERE key = ?")
-                .bind(EMERGENCY)
-                .fetch_optional(&mut *tx)
-                .await?;
-        sqlx::query(
-            "INSERT INTO control_state (key, value, set_by, set_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, set_by = excluded.set_by, \
-             set_at = excluded.set_at",
-        )
-        .bind(EMERGENCY)
-        .bind(if enabled { "on" } else { "off" })
-        .bind(by)
-        .bind(fmt_time(micros(now)))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(before.as_deref() == Some("on"))
+        on!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let before: Option<String> =
+                sqlx::query_scalar("SELECT value FROM control_state WHERE key = $1")
+                    .bind(EMERGENCY)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            sqlx::query(
+                "INSERT INTO control_state (key, value, set_by, set_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                 set_by = excluded.set_by, set_at = excluded.set_at",
+            )
+            .bind(EMERGENCY)
+            .bind(if enabled { "on" } else { "off" })
+            .bind(by)
+            .bind(Ts(micros(now)))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(before.as_deref() == Some("on"))
+        })
     }
 
     /// Disable upstream `name`; returns false when it already was (the first record stays).
@@ -119,45 +123,52 @@ impl SqliteStore {
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO disabled_upstreams (name, disabled_by, disabled_at, reason) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(by)
-        .bind(fmt_time(micros(now)))
-        .bind(reason)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        on!(self, |pool| {
+            let done = sqlx::query(
+                "INSERT INTO disabled_upstreams (name, disabled_by, disabled_at, reason) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(by)
+            .bind(Ts(micros(now)))
+            .bind(reason)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
     }
 
     /// Enable upstream `name` again; returns false when it was not disabled.
     pub async fn enable_upstream(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM disabled_upstreams WHERE name = ?")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        on!(self, |pool| {
+            let done = sqlx::query("DELETE FROM disabled_upstreams WHERE name = $1")
+                .bind(name)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
     }
 
     /// Every disabled upstream, by name.
     pub async fn disabled_upstreams(&self) -> Result<Vec<DisabledUpstream>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name, disabled_by, disabled_at, reason FROM disabled_upstreams ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DisabledUpstream {
-                    name: r.try_get("name")?,
-                    disabled_by: r.try_get("disabled_by")?,
-                    disabled_at: parse_time(&r.try_get::<String, _>("disabled_at")?)?,
-                    reason: r.try_get("reason")?,
+        on!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT name, disabled_by, disabled_at, reason FROM disabled_upstreams \
+                 ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(DisabledUpstream {
+                        name: r.text("name")?,
+                        disabled_by: r.text("disabled_by")?,
+                        disabled_at: r.time("disabled_at")?,
+                        reason: r.text("reason")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Revoke every credential for `audience` issued before `now` (a later revocation moves
@@ -169,16 +180,18 @@ impl SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Revocation, StoreError> {
         let now = micros(now);
-        sqlx::query(
-            "INSERT INTO revocations (audience, revoked_before, revoked_by) VALUES (?, ?, ?) \
-             ON CONFLICT (audience) DO UPDATE SET revoked_before = excluded.revoked_before, \
-             revoked_by = excluded.revoked_by",
-        )
-        .bind(audience)
-        .bind(fmt_time(now))
-        .bind(by)
-        .execute(&self.pool)
-        .await?;
+        on!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO revocations (audience, revoked_before, revoked_by) \
+                 VALUES ($1, $2, $3) ON CONFLICT (audience) DO UPDATE \
+                 SET revoked_before = excluded.revoked_before, revoked_by = excluded.revoked_by",
+            )
+            .bind(audience)
+            .bind(Ts(now))
+            .bind(by)
+            .execute(pool)
+            .await?;
+        });
         Ok(Revocation {
             audience: audience.to_owned(),
             revoked_before: now,
@@ -188,20 +201,22 @@ impl SqliteStore {
 
     /// Every revoked audience, by audience.
     pub async fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT audience, revoked_before, revoked_by FROM revocations ORDER BY audience",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Revocation {
-                    audience: r.try_get("audience")?,
-                    revoked_before: parse_time(&r.try_get::<String, _>("revoked_before")?)?,
-                    revoked_by: r.try_get("revoked_by")?,
+        on!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT audience, revoked_before, revoked_by FROM revocations ORDER BY audience",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Revocation {
+                        audience: r.text("audience")?,
+                        revoked_before: r.time("revoked_before")?,
+                        revoked_by: r.text("revoked_by")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// The whole control state (the serving gateway polls this).

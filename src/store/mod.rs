@@ -8,25 +8,35 @@
 mod approvals;
 pub mod audit_chain;
 pub mod control;
+pub(crate) mod db;
+mod postgres;
 pub mod quarantine;
 mod sqlite;
 
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::StoreUrl;
+use db::{Db, Ts, on};
 
 pub use approvals::ApprovalError;
 pub use control::ControlState;
-pub use sqlite::SqliteStore;
+
+/// The store: embedded SQLite (the default) or a PostgreSQL shared by several replicas. Every
+/// query is written once (see `db`); cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) db: Db,
+}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database refused.
-    #[error("audit store: {0}")]
+    #[error("store: {0}")]
     Db(#[from] sqlx::Error),
     /// The writer task is gone.
     #[error("audit store: the writer has stopped")]
@@ -152,15 +162,98 @@ impl AuditWriter {
     }
 }
 
+impl Store {
+    /// Open (creating if needed) and migrate the SQLite database at `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            db: Db::Sqlite(sqlite::open(path).await?),
+        })
+    }
+
+    /// Connect to the configured store and migrate it.
+    pub async fn connect(url: &StoreUrl) -> Result<Self, StoreError> {
+        match url {
+            StoreUrl::Sqlite(path) => Self::open(path).await,
+            StoreUrl::Postgres(url) => Ok(Self {
+                db: Db::Postgres(postgres::open(url.expose()).await?),
+            }),
+        }
+    }
+
+    /// Which backend: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Spend handoff `id` (single use, across restarts and replicas): `false` when it was
+    /// spent before.
+    pub async fn spend_handoff(
+        &self,
+        id: &str,
+        principal: &str,
+        chain_id: &str,
+        expires_at: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        on!(self, |pool| {
+            let done = sqlx::query(
+                "INSERT INTO spent_handoffs (id, spent_at, principal, chain_id, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(Ts(now))
+            .bind(principal)
+            .bind(chain_id)
+            .bind(Ts(expires_at))
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Record one gate event.
+    pub async fn record_event(&self, e: &GateEvent) -> Result<(), StoreError> {
+        on!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO gate_events (event_time, gate, upstream, detail, ticket) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(Ts(e.event_time))
+            .bind(e.gate)
+            .bind(&e.upstream)
+            .bind(&e.detail)
+            .bind(&e.ticket)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// The SQLite pool, for tests that tamper with the file.
+    #[cfg(test)]
+    pub(crate) fn sqlite_pool(&self) -> &sqlx::SqlitePool {
+        match &self.db {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(_) => panic!("not a SQLite store"),
+        }
+    }
+
+    /// Close the pool.
+    pub async fn close(&self) {
+        on!(self, |pool| pool.close().await);
+    }
+}
+
 /// Open the store (creating and migrating it) and start its writer. After `stop` is cancelled the
 /// writer drains what is queued and exits.
 pub async fn open(
     url: &StoreUrl,
     stop: tokio_util::sync::CancellationToken,
-) -> Result<(AuditSink, AuditWriter, SqliteStore), StoreError> {
-    let store = match url {
-        StoreUrl::Sqlite(path) => SqliteStore::open(path).await?,
-    };
+) -> Result<(AuditSink, AuditWriter, Store), StoreError> {
+    let store = Store::connect(url).await?;
     let (tx, mut rx) = mpsc::channel::<AuditRecord>(8192);
     let writer = store.clone();
     let handle = tokio::spawn(async move {
@@ -213,12 +306,81 @@ pub async fn open(
     Ok((AuditSink { tx }, AuditWriter { handle }, store))
 }
 
-/// A migrated store in a fresh temporary folder (kept while the folder lives).
+/// Where a test store lives: a temporary folder (SQLite) or a fresh schema of the test
+/// PostgreSQL (`WARDEN_TEST_PG`, default `postgres://postgres@127.0.0.1:5432/test`).
 #[cfg(test)]
-pub async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+pub struct TestDb {
+    dir: tempfile::TempDir,
+    pg: Option<sqlx::postgres::PgConnectOptions>,
+}
+
+#[cfg(test)]
+impl TestDb {
+    /// Another handle on the same database, as a second gateway process would have.
+    pub async fn reopen(&self) -> Store {
+        match &self.pg {
+            None => Store::open(&self.dir.path().join("warden.db"))
+                .await
+                .unwrap(),
+            Some(options) => Store {
+                db: Db::Postgres(postgres::open_with(options.clone()).await.unwrap()),
+            },
+        }
+    }
+
+    /// The temporary folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The test PostgreSQL's URL.
+#[cfg(test)]
+pub fn test_pg_url() -> String {
+    std::env::var("WARDEN_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A migrated store for a test: SQLite in a fresh temporary folder, or, when
+/// `WARDEN_TEST_STORE=postgres` (tests/run.sh runs the store's tests both ways), a fresh
+/// schema of the test PostgreSQL.
+#[cfg(test)]
+pub async fn temp_store() -> (TestDb, Store) {
+    if std::env::var("WARDEN_TEST_STORE").as_deref() == Ok("postgres") {
+        return temp_pg_store().await;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("warden.db"))
+    let store = Store::open(&dir.path().join("warden.db")).await.unwrap();
+    (TestDb { dir, pg: None }, store)
+}
+
+/// A migrated store in a fresh schema of the test PostgreSQL; fails, naming the URL, when
+/// there is none.
+#[cfg(test)]
+pub async fn temp_pg_store() -> (TestDb, Store) {
+    let url = test_pg_url();
+    let base: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect_with(base.clone())
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL tests need a PostgreSQL at {url} (set WARDEN_TEST_PG): {e}")
+        });
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
         .await
         .unwrap();
-    (dir, store)
+    admin.close().await;
+    let options = base.options([("search_path", schema.as_str())]);
+    let store = Store {
+        db: Db::Postgres(postgres::open_with(options.clone()).await.unwrap()),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    (
+        TestDb {
+            dir,
+            pg: Some(options),
+        },
+        store,
+    )
 }

@@ -5,12 +5,11 @@
 //! As with approvals, every transition is a conditional `UPDATE … WHERE status = …` that only
 //! one writer can win, and a loser re-reads the row to say precisely why it lost.
 
-use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 
-use super::sqlite::{fmt_time, micros, parse_time};
-use super::{SqliteStore, StoreError};
+use super::db::{StoreRow, Ts, on};
+use super::sqlite::micros;
+use super::{Store, StoreError};
 
 /// Where a quarantined result stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -188,21 +187,17 @@ impl QuarantineItem {
 const COLUMNS: &str = "id, created_at, principal, server, tool, request_id, classes, content, \
                        status, released_by, released_at, release_reason, fetched_at";
 
-fn opt_time(s: Option<String>) -> Result<Option<OffsetDateTime>, StoreError> {
-    s.as_deref().map(parse_time).transpose()
-}
-
-fn from_row(r: &SqliteRow) -> Result<QuarantineItem, StoreError> {
-    let id: String = r.try_get("id")?;
-    let status: String = r.try_get("status")?;
-    let classes: String = r.try_get("classes")?;
-    let content: String = r.try_get("content")?;
+fn from_row(r: &impl StoreRow) -> Result<QuarantineItem, StoreError> {
+    let id = r.text("id")?;
+    let status = r.text("status")?;
+    let classes = r.text("classes")?;
+    let content = r.text("content")?;
     Ok(QuarantineItem {
-        created_at: parse_time(&r.try_get::<String, _>("created_at")?)?,
-        principal: r.try_get("principal")?,
-        server: r.try_get("server")?,
-        tool: r.try_get("tool")?,
-        request_id: r.try_get("request_id")?,
+        created_at: r.time("created_at")?,
+        principal: r.text("principal")?,
+        server: r.text("server")?,
+        tool: r.text("tool")?,
+        request_id: r.text("request_id")?,
         classes: classes
             .split(',')
             .filter(|c| !c.is_empty())
@@ -212,10 +207,10 @@ fn from_row(r: &SqliteRow) -> Result<QuarantineItem, StoreError> {
             .map_err(|e| StoreError::Invalid(format!("quarantine {id} content: {e}")))?,
         status: QStatus::parse(&status)
             .ok_or_else(|| StoreError::Invalid(format!("quarantine {id} status {status:?}")))?,
-        released_by: r.try_get("released_by")?,
-        released_at: opt_time(r.try_get("released_at")?)?,
-        release_reason: r.try_get("release_reason")?,
-        fetched_at: opt_time(r.try_get("fetched_at")?)?,
+        released_by: r.opt_text("released_by")?,
+        released_at: r.opt_time("released_at")?,
+        release_reason: r.opt_text("release_reason")?,
+        fetched_at: r.opt_time("fetched_at")?,
         id,
     })
 }
@@ -226,7 +221,7 @@ fn new_id() -> String {
     format!("q_{}", hex.get(..16).unwrap_or(&hex))
 }
 
-impl SqliteStore {
+impl Store {
     /// Withhold a result: record it as `held` at `now`. Refused (`StoreError::Invalid`) when a
     /// finding kind is empty or contains a comma (kinds are stored comma-separated).
     pub async fn quarantine_put(
@@ -256,30 +251,34 @@ impl SqliteStore {
             release_reason: None,
             fetched_at: None,
         };
-        sqlx::query(&format!(
-            "INSERT INTO quarantine ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)"
-        ))
-        .bind(&item.id)
-        .bind(fmt_time(item.created_at))
-        .bind(&item.principal)
-        .bind(&item.server)
-        .bind(&item.tool)
-        .bind(&item.request_id)
-        .bind(item.classes.join(","))
-        .bind(content)
-        .bind(item.status.as_str())
-        .execute(&self.pool)
-        .await?;
+        let sql = format!(
+            "INSERT INTO quarantine ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, NULL, NULL)"
+        );
+        on!(self, |pool| {
+            sqlx::query(&sql)
+                .bind(&item.id)
+                .bind(Ts(item.created_at))
+                .bind(&item.principal)
+                .bind(&item.server)
+                .bind(&item.tool)
+                .bind(&item.request_id)
+                .bind(item.classes.join(","))
+                .bind(&content)
+                .bind(item.status.as_str())
+                .execute(pool)
+                .await?;
+        });
         Ok(item)
     }
 
     /// The quarantined result with this id, as recorded.
     pub async fn quarantine_get(&self, id: &str) -> Result<Option<QuarantineItem>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM quarantine WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(from_row).transpose()
+        let sql = format!("SELECT {COLUMNS} FROM quarantine WHERE id = $1");
+        on!(self, |pool| {
+            let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
+            row.as_ref().map(from_row).transpose()
+        })
     }
 
     /// Quarantined results, newest first, optionally only those in `status`; at most `limit`.
@@ -288,15 +287,18 @@ impl SqliteStore {
         status: Option<QStatus>,
         limit: u32,
     ) -> Result<Vec<QuarantineItem>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM quarantine WHERE (?1 IS NULL OR status = ?1) \
-             ORDER BY created_at DESC, id DESC LIMIT ?2"
-        ))
-        .bind(status.map(QStatus::as_str))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(from_row).collect()
+        let sql = format!(
+            "SELECT {COLUMNS} FROM quarantine WHERE ($1 IS NULL OR status = $1) \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        on!(self, |pool| {
+            let rows = sqlx::query(&sql)
+                .bind(status.map(QStatus::as_str))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(from_row).collect()
+        })
     }
 
     /// Release held result `id`: `by` judged it safe to hand over, for `reason` (required).
@@ -314,17 +316,21 @@ impl SqliteStore {
             .await?
             .ok_or(QuarantineRefusal::Unknown)?;
         item.check_release(by, reason)?;
-        let done = sqlx::query(
-            "UPDATE quarantine SET status = 'released', released_by = ?, released_at = ?, \
-             release_reason = ? WHERE id = ? AND status = 'held'",
-        )
-        .bind(by)
-        .bind(fmt_time(now))
-        .bind(reason)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() != 1 {
+        let done = on!(self, |pool| {
+            sqlx::query(
+                "UPDATE quarantine SET status = 'released', released_by = $1, released_at = $2, \
+                 release_reason = $3 WHERE id = $4 AND status = 'held'",
+            )
+            .bind(by)
+            .bind(Ts(now))
+            .bind(reason)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map_err(StoreError::from)?
+            .rows_affected()
+        });
+        if done != 1 {
             // Someone released it in between: say what it is now.
             let now_there = self
                 .quarantine_get(id)
@@ -357,16 +363,20 @@ impl SqliteStore {
             .await?
             .ok_or(QuarantineRefusal::Unknown)?;
         item.check_take(principal)?;
-        let done = sqlx::query(
-            "UPDATE quarantine SET status = 'fetched', fetched_at = ? \
-             WHERE id = ? AND status = 'released' AND principal = ?",
-        )
-        .bind(fmt_time(now))
-        .bind(id)
-        .bind(principal)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() != 1 {
+        let done = on!(self, |pool| {
+            sqlx::query(
+                "UPDATE quarantine SET status = 'fetched', fetched_at = $1 \
+                 WHERE id = $2 AND status = 'released' AND principal = $3",
+            )
+            .bind(Ts(now))
+            .bind(id)
+            .bind(principal)
+            .execute(pool)
+            .await
+            .map_err(StoreError::from)?
+            .rows_affected()
+        });
+        if done != 1 {
             // Another fetch won in between: say what it is now.
             let now_there = self
                 .quarantine_get(id)

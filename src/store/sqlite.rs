@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, SqliteConnection, SqlitePool};
 
-use super::audit_chain::{self, Cell, Head};
-use super::{AuditRecord, GateEvent, StoreError};
+use super::StoreError;
+use super::db::BeginWrite as _;
 
 /// Schema migrations, applied in order once each; never edit a shipped one.
 pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS mcp_audit (
@@ -129,161 +129,44 @@ pub(super) fn parse_time(s: &str) -> Result<time::OffsetDateTime, StoreError> {
         .map_err(|e| StoreError::Invalid(format!("time {s:?}: {e}")))
 }
 
-/// A SQLite-backed store.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pub(super) pool: SqlitePool,
-}
-
-impl SqliteStore {
-    /// Open (creating if needed) and migrate the database at `path`.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        let store = Self { pool };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        // IMMEDIATE: a CLI and a gateway opening the same file at once must not both migrate.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS warden_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM warden_migrations")
-                .fetch_one(&mut *tx)
-                .await?;
-        for (i, sql) in MIGRATIONS.iter().enumerate() {
-            let version = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
-            if version <= applied {
-                continue;
-            }
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query(
-                "INSERT INTO warden_migrations (version, applied_at) VALUES (?, datetime('now'))",
-            )
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Insert rows, 256 per statement (SQLite bounds the number of bound parameters: 21 × 256
-    /// stays well under its limit), chained: one `BEGIN IMMEDIATE` transaction reads the chain
-    /// head, links each row to the one before it and records the new head, so every writer of
-    /// the file (the gateway's writer task, an admin CLI) extends one chain, across restarts
-    /// too. All rows or none: a retried batch links from the same head again.
-    pub async fn insert(&self, rows: &[AuditRecord]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut head = audit_chain::head_for_write(&mut tx).await?;
-        for chunk in rows.chunks(256) {
-            let mut prev = head
-                .as_ref()
-                .map_or(audit_chain::GENESIS, |h| h.row_hash.as_str())
-                .to_owned();
-            let linked: Vec<Linked> = chunk
-                .iter()
-                .map(|r| {
-                    let cells = audit_chain::cells(r);
-                    let hash = audit_chain::row_hash(&prev, &cells);
-                    let prev_hash = std::mem::replace(&mut prev, hash.clone());
-                    Linked {
-                        cells,
-                        prev_hash,
-                        row_hash: hash,
-                    }
-                })
-                .collect();
-            let id = insert_chunk(&mut tx, &linked).await?;
-            head = Some(Head { id, row_hash: prev });
-        }
-        if let Some(head) = &head {
-            audit_chain::record_head(&mut tx, head).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Spend handoff `id` (single use, across restarts and replicas): `false` when it was
-    /// spent before.
-    pub async fn spend_handoff(
-        &self,
-        id: &str,
-        principal: &str,
-        chain_id: &str,
-        expires_at: time::OffsetDateTime,
-        now: time::OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO spent_handoffs (id, spent_at, principal, chain_id, expires_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(fmt_time(now))
-        .bind(principal)
-        .bind(chain_id)
-        .bind(fmt_time(expires_at))
-        .execute(&self.pool)
+/// Open (creating if needed) and migrate the database at `path`.
+pub(super) async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
         .await?;
-        Ok(done.rows_affected() == 1)
-    }
+    migrate(&pool).await?;
+    Ok(pool)
+}
 
-    /// Record one gate event.
-    pub async fn record_event(&self, e: &GateEvent) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO gate_events (event_time, gate, upstream, detail, ticket) VALUES (?, ?, ?, ?, ?)")
-            .bind(fmt_time(e.event_time))
-            .bind(e.gate)
-            .bind(&e.upstream)
-            .bind(&e.detail)
-            .bind(&e.ticket)
-            .execute(&self.pool)
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    // IMMEDIATE: a CLI and a gateway opening the same file at once must not both migrate.
+    let mut tx = pool.begin_write().await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS warden_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+        .execute(&mut *tx)
+        .await?;
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM warden_migrations")
+            .fetch_one(&mut *tx)
             .await?;
-        Ok(())
-    }
-
-    /// Close the pool.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-/// One row ready to insert: its content and its links.
-struct Linked {
-    cells: [Cell; 19],
-    prev_hash: String,
-    row_hash: String,
-}
-
-/// Insert `rows` (not empty) in one statement; the id of the last.
-async fn insert_chunk(conn: &mut SqliteConnection, rows: &[Linked]) -> Result<i64, StoreError> {
-    let mut qb = QueryBuilder::new(format!(
-        "INSERT INTO mcp_audit ({}, prev_hash, row_hash) ",
-        audit_chain::column_list()
-    ));
-    qb.push_values(rows, |mut b, r| {
-        for cell in &r.cells {
-            match cell {
-                Cell::Null => b.push_bind(None::<&str>),
-                Cell::Int(n) => b.push_bind(*n),
-                Cell::Text(s) => b.push_bind(s.as_str()),
-            };
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
+        if version <= applied {
+            continue;
         }
-        b.push_bind(r.prev_hash.as_str())
-            .push_bind(r.row_hash.as_str());
-    });
-    Ok(qb.build().execute(conn).await?.last_insert_rowid())
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO warden_migrations (version, applied_at) VALUES ($1, datetime('now'))",
+        )
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }

@@ -296,9 +296,7 @@ async fn listing_filters_by_status_newest_first() {
 async fn of_two_concurrent_consumers_exactly_one_wins() {
     let (dir, store) = store().await;
     // A second handle on the same file, as a second gateway process would have.
-    let other = SqliteStore::open(&dir.path().join("warden.db"))
-        .await
-        .unwrap();
+    let other = dir.reopen().await;
     for round in 0..20 {
         let a = store
             .create_approval(sample_binding(), at(round), TTL)
@@ -327,9 +325,7 @@ async fn of_two_concurrent_consumers_exactly_one_wins() {
 #[tokio::test]
 async fn of_two_concurrent_deciders_exactly_one_wins() {
     let (dir, store) = store().await;
-    let other = SqliteStore::open(&dir.path().join("warden.db"))
-        .await
-        .unwrap();
+    let other = dir.reopen().await;
     let a = store
         .create_approval(sample_binding(), T0, TTL)
         .await

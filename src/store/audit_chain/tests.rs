@@ -29,21 +29,25 @@ fn record(n: u32) -> AuditRecord {
 }
 
 /// Insert calls `from..to` in one batch.
-async fn insert(store: &SqliteStore, from: u32, to: u32) {
+async fn insert(store: &Store, from: u32, to: u32) {
     let rows: Vec<_> = (from..to).map(record).collect();
     store.insert(&rows).await.unwrap();
 }
 
-async fn exec(store: &SqliteStore, sql: &str) {
-    sqlx::raw_sql(sql).execute(&store.pool).await.unwrap();
+async fn exec(store: &Store, sql: &str) {
+    crate::store::db::on!(store, |pool| {
+        sqlx::raw_sql(sql).execute(pool).await.unwrap();
+    });
 }
 
 /// (id, prev_hash, row_hash) of every row.
-async fn links(store: &SqliteStore) -> Vec<(i64, String, String)> {
-    sqlx::query_as("SELECT id, prev_hash, row_hash FROM mcp_audit ORDER BY id")
-        .fetch_all(&store.pool)
-        .await
-        .unwrap()
+async fn links(store: &Store) -> Vec<(i64, String, String)> {
+    crate::store::db::on!(store, |pool| {
+        sqlx::query_as("SELECT id, prev_hash, row_hash FROM mcp_audit ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    })
 }
 
 fn head(store_links: &[(i64, String, String)], id: i64) -> Head {
@@ -63,9 +67,7 @@ async fn the_chain_runs_across_batches_and_a_reopen() {
     insert(&store, 5, 600).await;
     store.close().await;
     // A restarted gateway continues the chain where it stopped.
-    let store = SqliteStore::open(&dir.path().join("warden.db"))
-        .await
-        .unwrap();
+    let store = dir.reopen().await;
     insert(&store, 600, 601).await;
 
     let l = links(&store).await;
@@ -88,9 +90,7 @@ async fn the_chain_runs_across_batches_and_a_reopen() {
 async fn two_writers_on_one_file_extend_one_chain() {
     // The gateway's writer and an admin CLI (another process) both write audit rows.
     let (dir, gateway) = store().await;
-    let cli = SqliteStore::open(&dir.path().join("warden.db"))
-        .await
-        .unwrap();
+    let cli = dir.reopen().await;
     for n in 0..6 {
         let writer = if n % 2 == 0 { &gateway } else { &cli };
         insert(writer, n * 3, n * 3 + 3).await;
@@ -334,7 +334,7 @@ async fn rows_from_before_the_chain_are_not_chained_and_the_chain_starts_after_t
             .unwrap();
         }
     }
-    let store = SqliteStore::open(&path).await.unwrap();
+    let store = Store::open(&path).await.unwrap();
     let v = store.verify_audit().await.unwrap();
     assert_eq!((v.rows, v.unchained, v.first_chained), (2, 2, None));
     assert_eq!(v.problems, []);

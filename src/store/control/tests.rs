@@ -21,9 +21,7 @@ async fn emergency_mode_is_persisted() {
     assert!(!store.set_emergency(true, "operator", T0).await.unwrap());
     assert!(store.set_emergency(true, "operator", T0).await.unwrap());
     // Another handle (another process) sees it.
-    let other = SqliteStore::open(&dir.path().join("warden.db"))
-        .await
-        .unwrap();
+    let other = dir.reopen().await;
     assert_eq!(
         other.emergency().await.unwrap(),
         Emergency {

@@ -240,9 +240,7 @@ async fn listing_filters_by_status_newest_first() {
 async fn of_two_concurrent_takers_exactly_one_wins() {
     let (dir, store) = store().await;
     // A second handle on the same file, as a second gateway process would have.
-    let other = SqliteStore::open(&dir.path().join("warden.db"))
-        .await
-        .unwrap();
+    let other = dir.reopen().await;
     for round in 0..20 {
         let q = store
             .quarantine_put(&leaked(&round.to_string()), at(round))
@@ -274,9 +272,7 @@ async fn of_two_concurrent_takers_exactly_one_wins() {
 #[tokio::test]
 async fn of_two_concurrent_releasers_exactly_one_wins() {
     let (dir, store) = store().await;
-    let other = SqliteStore::open(&dir.path().join("warden.db"))
-        .await
-        .unwrap();
+    let other = dir.reopen().await;
     let q = store.quarantine_put(&leaked("1"), T0).await.unwrap();
     let (x, y) = tokio::join!(
         store.quarantine_release(&q.id, "operator", "benign", at(1)),
@@ -330,12 +326,12 @@ async fn audit_rows_carry_the_output_safety_columns() {
         ])
         .await
         .unwrap();
-    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT output_decision, findings, quarantine_id FROM mcp_audit ORDER BY id",
-    )
-    .fetch_all(&store.pool)
-    .await
-    .unwrap();
+    let rows: Vec<(String, String, Option<String>)> = crate::store::db::on!(store, |pool| {
+        sqlx::query_as("SELECT output_decision, findings, quarantine_id FROM mcp_audit ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    });
     assert_eq!(
         rows,
         [
@@ -385,10 +381,10 @@ async fn a_store_made_before_quarantine_is_migrated_in_place() {
         .await
         .unwrap();
     }
-    let store = SqliteStore::open(&path).await.unwrap();
+    let store = Store::open(&path).await.unwrap();
     let old: (String, String, Option<String>) =
         sqlx::query_as("SELECT output_decision, findings, quarantine_id FROM mcp_audit")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool())
             .await
             .unwrap();
     assert_eq!(old, (String::new(), String::new(), None));
