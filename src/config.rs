@@ -60,6 +60,13 @@ struct RawConfig {
     auth: RawAuth,
     minting: RawMinting,
     chain: RawChain,
+    audit: RawAudit,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    fail_open: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +234,7 @@ impl Default for RawConfig {
                 cache_max_sec: 300.0,
                 issuers: Vec::new(),
             },
+            audit: RawAudit { fail_open: false },
             chain: RawChain {
                 isolate_domains: true,
                 max_depth: 4,
@@ -284,6 +292,8 @@ pub struct Config {
     pub minting: MintingConfig,
     /// Chain isolation: budgets and handoffs.
     pub chain: ChainConfig,
+    /// `[audit]`: what happens to calls while the store refuses writes.
+    pub audit: AuditConfig,
     /// The config file it was read from, if any (for messages).
     pub source: Option<PathBuf>,
 }
@@ -428,6 +438,14 @@ pub struct UpstreamConfig {
     pub restart_backoff_max: Duration,
     /// How long `serve` waits for the first connection of every upstream before answering.
     pub startup_wait: Duration,
+}
+
+/// `[audit]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Serve calls while the store refuses audit writes (their rows wait in the spool and the
+    /// writer's queue). Default `false`: such calls are refused with `store_unavailable`.
+    pub fail_open: bool,
 }
 
 /// A store location: embedded SQLite (the default) or PostgreSQL.
@@ -667,6 +685,9 @@ impl Config {
         Ok(Self {
             source: None,
             chain,
+            audit: AuditConfig {
+                fail_open: raw.audit.fail_open,
+            },
             state_dir: rel(raw.state_dir.clone()),
             auth,
             minting,

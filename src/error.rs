@@ -73,6 +73,10 @@ pub enum GatewayError {
     /// The store could not be read or written where a decision needs it (fail closed).
     #[error("the gateway's store is unavailable: {0}")]
     Store(String),
+    /// The audit store is refusing writes, so no call is decided (fail closed; `audit.fail_open`
+    /// turns this off).
+    #[error("the audit store is not accepting writes; calls are refused until it does")]
+    AuditUnavailable,
     /// The chain gate refused: another domain without a valid handoff, or a budget.
     #[error("chain: {detail} ({code})")]
     Chain { code: &'static str, detail: String },
@@ -117,7 +121,8 @@ impl GatewayError {
             | Self::QuarantineRefused { .. }
             | Self::Credential { .. }
             | Self::Chain { .. }
-            | Self::Store(_) => Decision::Deny,
+            | Self::Store(_)
+            | Self::AuditUnavailable => Decision::Deny,
             Self::Quarantined { .. } => Decision::Allow,
             Self::ApprovalPending { .. } => Decision::RequireApproval,
             Self::Timeout { .. }
@@ -143,6 +148,7 @@ impl GatewayError {
             Self::QuarantineRefused { .. } | Self::Quarantined { .. } => "output",
             Self::Credential { .. } => "credential",
             Self::Chain { .. } => "chain",
+            Self::AuditUnavailable => "audit",
             Self::Unavailable { .. }
             | Self::Timeout { .. }
             | Self::Cancelled
@@ -164,7 +170,7 @@ impl GatewayError {
             Self::ScopeMismatch { .. } => "scope_mismatch",
             Self::ApprovalPending { .. } => "approval_pending",
             Self::ApprovalRefused { code, .. } => code,
-            Self::Store(_) => "store_unavailable",
+            Self::Store(_) | Self::AuditUnavailable => "store_unavailable",
             Self::InvalidArguments(_) => "invalid_arguments",
             Self::QuarantineRefused { code, .. } => code,
             Self::Quarantined { .. } => "quarantined",
@@ -235,6 +241,7 @@ impl GatewayError {
             | Self::QuarantineRefused { .. }
             | Self::Quarantined { .. }
             | Self::Store(_)
+            | Self::AuditUnavailable
             | Self::Credential { .. }
             | Self::Chain { .. }
             | Self::Unavailable { .. }
@@ -265,6 +272,7 @@ impl GatewayError {
             | Self::QuarantineRefused { .. }
             | Self::Quarantined { .. }
             | Self::Store(_)
+            | Self::AuditUnavailable
             | Self::Credential { .. }
             | Self::Chain { .. }
             | Self::Unavailable { .. }

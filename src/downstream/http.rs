@@ -303,7 +303,12 @@ async fn scrape(State(scrape): State<Scrape>, who: Option<Extension<Authenticate
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> (StatusCode, &'static str) {
-    if gw.ready() {
+    if !gw.store_ok() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable: calls are refused (fail closed)",
+        )
+    } else if gw.ready() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")

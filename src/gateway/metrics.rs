@@ -30,6 +30,8 @@ pub const APPROVAL_WAIT: &str = "mcp_warden_approval_wait_seconds";
 pub const AUTH_REFUSED: &str = "mcp_warden_auth_refused_total";
 /// 1 when the upstream is connected, else 0; refreshed at scrape time.
 pub const UPSTREAM_UP: &str = "mcp_warden_upstream_up";
+/// Gauge: 1 while the store accepts audit writes (else calls are refused, fail closed).
+pub const STORE_UP: &str = "mcp_warden_store_up";
 
 /// Latency buckets (seconds) of calls and stages: sub-millisecond gates to minute-long tools.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -97,6 +99,10 @@ fn describe() {
     );
     describe_counter!(AUTH_REFUSED, "HTTP requests refused at authentication");
     describe_gauge!(UPSTREAM_UP, "1 when the upstream is connected, else 0");
+    describe_gauge!(
+        STORE_UP,
+        "1 while the store accepts audit writes; 0: calls are refused unless audit.fail_open"
+    );
 }
 
 /// Fold histogram samples into their buckets every few seconds until `stop`.
@@ -117,6 +123,7 @@ pub fn render(gw: &Gateway) -> Option<String> {
         let value = if up.status() == Status::Up { 1.0 } else { 0.0 };
         metrics::gauge!(UPSTREAM_UP, "upstream" => up.spec.name.clone()).set(value);
     }
+    metrics::gauge!(STORE_UP).set(if gw.audit.store_up() { 1.0 } else { 0.0 });
     Some(handle.render())
 }
 

@@ -74,6 +74,11 @@ impl Gateway {
             .iter()
             .all(|u| u.status() != Status::Starting)
     }
+
+    /// Whether calls can be decided: the store accepts writes, or `audit.fail_open`.
+    pub fn store_ok(&self) -> bool {
+        self.config.audit.fail_open || self.audit.store_up()
+    }
 }
 
 /// A started gateway; call [`Running::shutdown`] to stop it cleanly.
@@ -114,9 +119,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = metrics::install();
     let shutdown = CancellationToken::new();
     let audit_stop = CancellationToken::new();
-    let (audit, writer, store) = crate::store::open(&config.store, audit_stop.clone())
-        .await
-        .with_context(|| format!("opening the audit store {:?}", config.store))?;
+    let (audit, writer, store) =
+        crate::store::open(&config.store, &config.state_dir, audit_stop.clone())
+            .await
+            .with_context(|| format!("opening the audit store {}", config.store))?;
+    tracing::info!(store = %config.store, backend = store.backend(), "store open");
     for s in &specs {
         tracing::info!(
             upstream = %s.name, target = %s.target(), prefix = %s.prefix, domain = %s.domain,
@@ -335,7 +342,13 @@ async fn control_task(gw: Arc<Gateway>, stop: CancellationToken) {
             () = tokio::time::sleep(gw.config.control_poll) => {}
             () = gw.control_changed.notified() => {}
         }
-        match gw.store.control_state().await {
+        let read = gw.store.control_state().await;
+        // Down on a failed read; up again only when the writer commits (it is the one that
+        // must succeed for a call to be recorded).
+        if read.is_err() {
+            gw.audit.set_store_up(false);
+        }
+        match read {
             Ok(new) => {
                 gw.credentials.set_revocations(&new.revocations);
                 gw.credentials.reload_keys_if_rotated();

@@ -92,6 +92,11 @@ async fn stages(
     // Each timed stage's latency is recorded as it ends, refused or not (the gates before the
     // policy only when they all pass).
     let mut since = Instant::now();
+    // fail closed: while the audit store refuses writes, nothing is decided that could not be
+    // recorded (the refusal's own row waits in the spool).
+    if !gw.config.audit.fail_open && !gw.audit.store_up() {
+        return Err(GatewayError::AuditUnavailable);
+    }
     // chain: which chain the call belongs to (a call-back continues its caller's, one deeper).
     let chain = chain::locate(gw, who, chain_id, ctx)?;
     draft.chain(&chain.id, chain.depth);

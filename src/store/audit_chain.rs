@@ -27,6 +27,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::QueryBuilder;
 
 use super::db::{BeginWrite as _, StoreRow, Ts, on};
+use super::spool::Mark;
 use super::sqlite::fmt_time;
 use super::{AuditRecord, Store, StoreError};
 
@@ -171,6 +172,16 @@ impl Store {
     /// links each row to the one before it, numbers them from the head on and records the
     /// new head. All rows or none: a retried batch links from the same head again.
     pub async fn insert(&self, rows: &[AuditRecord]) -> Result<(), StoreError> {
+        self.insert_marked(rows, None).await
+    }
+
+    /// [`Store::insert`], recording in the same transaction how far this process's audit spool
+    /// is committed (see `spool`).
+    pub(super) async fn insert_marked(
+        &self,
+        rows: &[AuditRecord],
+        mark: Option<&Mark>,
+    ) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -261,7 +272,47 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            if let Some(mark) = mark {
+                sqlx::query(
+                    "INSERT INTO control_state (key, value, set_by, set_at) \
+                     VALUES ($1, $2, 'audit-writer', $3) ON CONFLICT (key) DO UPDATE \
+                     SET value = excluded.value, set_at = excluded.set_at",
+                )
+                .bind(&mark.key)
+                .bind(mark.seq.to_string())
+                .bind(Ts(time::OffsetDateTime::now_utc()))
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// How far spool `key` is committed (`None`: nothing recorded).
+    pub(super) async fn spool_mark(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        on!(self, |pool| {
+            let value: Option<String> =
+                sqlx::query_scalar("SELECT value FROM control_state WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(pool)
+                    .await?;
+            value
+                .map(|v| {
+                    v.parse()
+                        .map_err(|e| StoreError::Invalid(format!("{key} {v:?}: {e}")))
+                })
+                .transpose()
+        })
+    }
+
+    /// Forget spool `key`'s mark.
+    pub(super) async fn delete_spool_mark(&self, key: &str) -> Result<(), StoreError> {
+        on!(self, |pool| {
+            sqlx::query("DELETE FROM control_state WHERE key = $1")
+                .bind(key)
+                .execute(pool)
+                .await?;
             Ok(())
         })
     }

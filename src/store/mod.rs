@@ -11,9 +11,12 @@ pub mod control;
 pub(crate) mod db;
 mod postgres;
 pub mod quarantine;
+pub mod spool;
 mod sqlite;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -137,27 +140,62 @@ pub struct GateEvent {
 /// Handle to the audit writer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<AuditRecord>,
+    tx: mpsc::Sender<(u64, AuditRecord)>,
+    spool: Arc<spool::Spool>,
+    store_up: Arc<AtomicBool>,
 }
 
 impl AuditSink {
-    /// Queue one row. Waits only when the queue is full.
+    /// Spool one row (on disk before this returns: see `spool`), then queue it for the
+    /// writer. Waits only when the queue is full. An error means the row is not durable; it
+    /// is still queued when it can be.
     pub async fn record(&self, row: AuditRecord) -> Result<(), StoreError> {
-        self.tx.send(row).await.map_err(|_| StoreError::Closed)
+        match self.spool.append(&row) {
+            Ok(seq) => self
+                .tx
+                .send((seq, row))
+                .await
+                .map_err(|_| StoreError::Closed),
+            Err(error) => {
+                // Not on disk: keep it in the queue (seq 0 moves no mark) and refuse the call.
+                let _ = self.tx.send((0, row)).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether the last store operation (an audit batch, a control poll) succeeded.
+    pub fn store_up(&self) -> bool {
+        self.store_up.load(Ordering::Relaxed)
+    }
+
+    /// Record the outcome of a store operation made elsewhere (a failed control poll).
+    pub fn set_store_up(&self, up: bool) {
+        self.store_up.store(up, Ordering::Relaxed);
     }
 }
 
 /// The writer task; await [`AuditWriter::close`] to flush on shutdown.
 #[derive(Debug)]
 pub struct AuditWriter {
-    handle: JoinHandle<()>,
+    handle: JoinHandle<bool>,
+    spool: Arc<spool::Spool>,
+    store: Store,
 }
 
 impl AuditWriter {
-    /// Wait until every queued row is written (all senders must be dropped first).
+    /// Wait until every queued row is written (all senders must be dropped first), then
+    /// remove this run's spool. If the writer does not finish in time, the spool stays and
+    /// the next start writes what is missing.
     pub async fn close(self, grace: Duration) {
-        if tokio::time::timeout(grace, self.handle).await.is_err() {
-            tracing::error!("audit writer did not drain within {grace:?}; rows may be missing");
+        match tokio::time::timeout(grace, self.handle).await {
+            Ok(Ok(true)) => self.spool.remove(&self.store).await,
+            Ok(_) => tracing::error!(
+                "audit rows are left in the spool; the next start writes them to the store"
+            ),
+            Err(_) => tracing::error!(
+                "audit writer did not drain within {grace:?}; the next start writes the rest from the spool"
+            ),
         }
     }
 }
@@ -247,17 +285,34 @@ impl Store {
     }
 }
 
-/// Open the store (creating and migrating it) and start its writer. After `stop` is cancelled the
-/// writer drains what is queued and exits.
+/// Open the store (creating and migrating it), write what stopped gateways left in their
+/// spools under `state_dir`, and start the writer. After `stop` is cancelled the writer
+/// drains what is queued and exits.
 pub async fn open(
     url: &StoreUrl,
+    state_dir: &Path,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(AuditSink, AuditWriter, Store), StoreError> {
-    let store = Store::connect(url).await?;
-    let (tx, mut rx) = mpsc::channel::<AuditRecord>(8192);
+    start(Store::connect(url).await?, state_dir, stop).await
+}
+
+/// [`open`] on a store already connected.
+pub async fn start(
+    store: Store,
+    state_dir: &Path,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(AuditSink, AuditWriter, Store), StoreError> {
+    let spool_dir = spool::dir(state_dir);
+    spool::recover(&spool_dir, &store).await?;
+    let spool = Arc::new(spool::Spool::create(&spool_dir)?);
+    let store_up = Arc::new(AtomicBool::new(true));
+    let (tx, mut rx) = mpsc::channel::<(u64, AuditRecord)>(8192);
     let writer = store.clone();
+    let up = store_up.clone();
+    let spooled = spool.clone();
     let handle = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut rows = Vec::with_capacity(BATCH);
         loop {
             let n = tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => n,
@@ -265,14 +320,19 @@ pub async fn open(
                     while let Ok(row) = rx.try_recv() {
                         batch.push(row);
                     }
-                    if let Err(error) = writer.insert(&batch).await {
-                        tracing::error!(%error, rows = batch.len(), "audit rows lost at shutdown");
-                    }
-                    break;
+                    let last = batch.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
+                    rows.extend(batch.drain(..).map(|(_, row)| row));
+                    return match writer.insert_marked(&rows, Some(&spooled.mark(last))).await {
+                        Ok(()) => true,
+                        Err(error) => {
+                            tracing::error!(%error, rows = rows.len(), "audit rows not written at shutdown; the next start writes them from the spool");
+                            false
+                        }
+                    };
                 }
             };
             if n == 0 {
-                break;
+                return true;
             }
             // Under light load every row would be its own transaction, which costs more CPU than
             // the call it records; wait briefly for company (bounded: rows are at most LINGER
@@ -288,22 +348,49 @@ pub async fn open(
                     }
                 }
             }
-            // A failed batch is retried with backoff: rows are never dropped silently.
+            let last = batch.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
+            rows.extend(batch.drain(..).map(|(_, row)| row));
+            let mark = spooled.mark(last);
+            // A failed batch is retried with backoff: rows are never dropped silently, and
+            // while the store refuses, calls are refused too (unless `audit.fail_open`).
             let mut delay = Duration::from_millis(50);
             loop {
-                match writer.insert(&batch).await {
-                    Ok(()) => break,
+                match writer.insert_marked(&rows, Some(&mark)).await {
+                    Ok(()) => {
+                        if !up.swap(true, Ordering::Relaxed) {
+                            tracing::info!("audit store writable again");
+                        }
+                        break;
+                    }
                     Err(error) => {
-                        tracing::error!(%error, rows = batch.len(), "audit write failed; retrying");
-                        tokio::time::sleep(delay).await;
+                        up.store(false, Ordering::Relaxed);
+                        tracing::error!(%error, rows = rows.len(), "audit write failed; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            // Shutting down with the store away: the spool keeps the rows.
+                            () = stop.cancelled() => if delay >= Duration::from_secs(1) { return false },
+                        }
                         delay = (delay * 2).min(Duration::from_secs(5));
                     }
                 }
             }
-            batch.clear();
+            spooled.committed(last);
+            rows.clear();
         }
     });
-    Ok((AuditSink { tx }, AuditWriter { handle }, store))
+    Ok((
+        AuditSink {
+            tx,
+            spool: spool.clone(),
+            store_up,
+        },
+        AuditWriter {
+            handle,
+            spool,
+            store: store.clone(),
+        },
+        store,
+    ))
 }
 
 /// Where a test store lives: a temporary folder (SQLite) or a fresh schema of the test

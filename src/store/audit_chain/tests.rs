@@ -106,7 +106,9 @@ async fn the_writer_task_chains_what_the_call_path_queues() {
     let url = crate::config::StoreUrl::Sqlite(dir.path().join("warden.db"));
     for round in 0..2 {
         let stop = tokio_util::sync::CancellationToken::new();
-        let (sink, writer, store) = crate::store::open(&url, stop.clone()).await.unwrap();
+        let (sink, writer, store) = crate::store::open(&url, dir.path(), stop.clone())
+            .await
+            .unwrap();
         for n in 0..40 {
             sink.record(record(round * 40 + n)).await.unwrap();
         }
