@@ -80,6 +80,16 @@ pub async fn call_tool(
     }
 }
 
+/// Fail closed: while the audit store refuses writes, nothing is decided that could not be
+/// recorded (the refusal's own row waits in the spool and the writer's queue).
+fn store_gate(gw: &Gateway) -> Result<(), GatewayError> {
+    if gw.store_ok() {
+        Ok(())
+    } else {
+        Err(GatewayError::AuditUnavailable)
+    }
+}
+
 async fn stages(
     gw: &Gateway,
     who: &Authenticated,
@@ -92,11 +102,6 @@ async fn stages(
     // Each timed stage's latency is recorded as it ends, refused or not (the gates before the
     // policy only when they all pass).
     let mut since = Instant::now();
-    // fail closed: while the audit store refuses writes, nothing is decided that could not be
-    // recorded (the refusal's own row waits in the spool).
-    if !gw.config.audit.fail_open && !gw.audit.store_up() {
-        return Err(GatewayError::AuditUnavailable);
-    }
     // chain: which chain the call belongs to (a call-back continues its caller's, one deeper).
     let chain = chain::locate(gw, who, chain_id, ctx)?;
     draft.chain(&chain.id, chain.depth);
@@ -104,10 +109,12 @@ async fn stages(
     // to the principal it belongs to.
     if params.name == handoff::HANDOFF_TOOL {
         draft.builtin("handoff", "write");
+        store_gate(gw)?;
         return handoff::run(gw, who, &chain, params.arguments.as_ref(), ctx, draft).await;
     }
     if params.name == safety::FETCH_TOOL {
         draft.builtin("quarantine_fetch", "read");
+        store_gate(gw)?;
         return safety::fetch(gw, &who.principal().id, params.arguments.as_ref(), draft).await;
     }
     // resolve: before anything touches an upstream, the name must be one we expose.
@@ -115,6 +122,7 @@ async fn stages(
     let route = resolve::tool(&catalog, &params.name)?;
     drop(catalog);
     draft.resolved(gw, &route);
+    store_gate(gw)?;
     let up = gw.upstream(route.upstream)?;
     // registry gate: a disabled upstream is reached by nothing, whatever the policy says.
     registry_gate::check(gw, up)?;
