@@ -7,6 +7,8 @@
 
 mod approvals;
 pub mod audit_chain;
+#[cfg(test)]
+mod bench;
 pub mod control;
 pub(crate) mod db;
 mod postgres;
