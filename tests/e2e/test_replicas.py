@@ -504,13 +504,10 @@ async def test_the_design_detection_query_runs_unchanged_on_postgres(tmp_path, p
         ran, text = await outcome(on_a, "notes__add_note", unapproved)
         assert ran, text
 
-        await post(a, "/admin/policy/emergency-write-approval", "bob")
-
-        async def held() -> str | None:
-            result = await on_b.client.call_tool("notes__add_note", approved)
-            return pending_approval(result) if result.is_error and "pending" in text_of(result) else None
-
-        aid = await eventually(held, timeout=15, what="B to hold carol's write for approval")
+        # emergency mode set on B applies there at once (an action in its own process), so
+        # carol's write on B is held; bob approves it on A
+        await post(b, "/admin/policy/emergency-write-approval", "bob")
+        aid = pending_approval(await on_b.client.call_tool("notes__add_note", approved))
         await post(a, f"/admin/approvals/{aid}/approve", "bob")
         ran, text = await outcome(on_b, "notes__add_note", approved)
         assert ran, f"the approved write did not run: {text}"
@@ -522,7 +519,7 @@ async def test_the_design_detection_query_runs_unchanged_on_postgres(tmp_path, p
     ], rows
     assert "written" not in json.dumps(rows), "rows carry no argument values"
     # the approved write is in the table, with its approval id, and not in the query's answer
-    allowed = audit(pg_store, f"approval_id = '{aid}' AND decision = 'ALLOW'")
+    allowed = audit(pg_store, f"approval_id = '{aid}' AND decision = 'ALLOW' AND action_class = 'write'")
     assert [(r["actor_id"], r["tool_name"], r["action_class"]) for r in allowed] == [("carol", "add_note", "write")]
     report(f"design query: {len(rows)} unapproved write(s) found; approved write {aid} not reported")
 
