@@ -4,7 +4,7 @@
 //! state change, nudges an in-process gateway to re-read its control state at once.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -234,6 +234,9 @@ pub struct Admin {
     config: Config,
     store: Store,
     nudge: Option<Arc<Notify>>,
+    /// The serving gateway's control reads, so a change is in force here before the action
+    /// returns.
+    refresh: Option<Arc<crate::gateway::ControlRefresh>>,
     /// The serving gateway's credentials, so a revocation applies before the action returns.
     credentials: Option<Arc<crate::auth::credentials::Credentials>>,
 }
@@ -272,6 +275,7 @@ impl Admin {
             config,
             store,
             nudge,
+            refresh: None,
             credentials: None,
         }
     }
@@ -304,12 +308,27 @@ impl Admin {
         self
     }
 
-    fn nudge(&self) {
+    /// After a state change: nudge the in-process gateway and, when it is known, wait (at
+    /// most 2 s; a store outage must not hang the action) until it has read the change.
+    async fn nudge(&self) {
+        let mark = self.refresh.as_ref().map(|r| r.mark());
         if let Some(n) = &self.nudge {
             // Wake whoever waits now, and leave a permit for a refresher that is not waiting.
             n.notify_waiters();
             n.notify_one();
         }
+        if let (Some(refresh), Some(mark)) = (&self.refresh, mark)
+            && !refresh.wait_past(mark, Duration::from_secs(2)).await
+        {
+            tracing::warn!("the control state was not re-read within 2 s of an admin action");
+        }
+    }
+
+    /// Wait for the serving gateway's control reads after each change (the admin surface of
+    /// a serving gateway), so that containment is in force there when the action answers.
+    pub fn with_refresh(mut self, refresh: Arc<crate::gateway::ControlRefresh>) -> Self {
+        self.refresh = Some(refresh);
+        self
     }
 
     /// End an action: write its audit row and pass its result on.
@@ -515,7 +534,7 @@ impl Admin {
                     },
                     ApprovalError::Store(e) => e.into(),
                 })?;
-            self.nudge();
+            self.nudge().await;
             let view = ApprovalView::new(&decided, now);
             let text = match verdict {
                 Verdict::Approve => format!(
@@ -551,7 +570,7 @@ impl Admin {
                     OffsetDateTime::now_utc(),
                 )
                 .await?;
-            self.nudge();
+            self.nudge().await;
             Ok(Done {
                 text: if newly {
                     format!("disabled {server}: no more calls reach it")
@@ -574,7 +593,7 @@ impl Admin {
         self.run(who, "registry_enable", args, None, async {
             self.spec(server)?;
             let was = self.store.enable_upstream(server).await?;
-            self.nudge();
+            self.nudge().await;
             Ok(Done {
                 text: if was {
                     format!("enabled {server} again")
@@ -620,7 +639,7 @@ impl Admin {
             if let Some(c) = &self.credentials {
                 c.revoke_now(&r.audience, r.revoked_before);
             }
-            self.nudge();
+            self.nudge().await;
             let revoked_before = rfc3339(r.revoked_before);
             Ok(Done {
                 text: format!(
@@ -650,7 +669,7 @@ impl Admin {
                 .store
                 .set_emergency(enabled, &who.principal().id, OffsetDateTime::now_utc())
                 .await?;
-            self.nudge();
+            self.nudge().await;
             let state = if enabled { "on" } else { "off" };
             let text = if was == enabled {
                 format!("emergency write-approval mode was already {state}")
@@ -702,7 +721,7 @@ impl Admin {
                     report.findings.join("\n")
                 )));
             }
-            self.nudge();
+            self.nudge().await;
             let (changed, manifest) = match &report.outcome {
                 Pinned::Written { manifest, .. } => (true, manifest.clone()),
                 Pinned::Unchanged { manifest, .. } => (false, manifest.clone()),

@@ -90,7 +90,8 @@ pub async fn serve(
             gw.store.clone(),
             Some(gw.control_changed.clone()),
         )
-        .with_credentials(gw.credentials.clone()),
+        .with_credentials(gw.credentials.clone())
+        .with_refresh(gw.control_refresh.clone()),
     );
     let authn: admin::mcp::Authn = {
         let gw = gw.clone();

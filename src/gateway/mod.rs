@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use tokio::sync::{Notify, mpsc};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +49,9 @@ pub struct Gateway {
     pub control: ArcSwap<ControlState>,
     /// Nudged after an in-process admin action, so the control state is read again at once.
     pub control_changed: Arc<Notify>,
+    /// The control reads started and applied, so that an in-process admin action returns
+    /// only once a read begun after its change is in force here.
+    pub control_refresh: Arc<ControlRefresh>,
     /// The store (approvals, control state; audit rows go through `audit`).
     pub store: Store,
     /// The credentials upstreams get (minted, or from their authorization servers).
@@ -194,6 +199,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         policy: Arc::new(ArcSwap::from_pointee(policy)),
         control: ArcSwap::from_pointee(control),
         control_changed: Arc::new(Notify::new()),
+        control_refresh: Arc::new(ControlRefresh::default()),
         store: store.clone(),
     });
     // Locks are read before any connection: an upstream without one is never exposed.
@@ -331,6 +337,51 @@ async fn event_task(
     }
 }
 
+/// Counts the control-state reads `control_task` starts and applies (one at a time, in
+/// order), so that an in-process admin action can wait for a read that began after its change.
+#[derive(Debug)]
+pub struct ControlRefresh {
+    started: AtomicU64,
+    applied: watch::Sender<u64>,
+}
+
+impl Default for ControlRefresh {
+    fn default() -> Self {
+        Self {
+            started: AtomicU64::new(0),
+            applied: watch::channel(0).0,
+        }
+    }
+}
+
+impl ControlRefresh {
+    /// A read starts: its number.
+    fn begin(&self) -> u64 {
+        self.started
+            .fetch_add(1, Ordering::SeqCst)
+            .saturating_add(1)
+    }
+
+    /// Read `n` is in force.
+    fn applied(&self, n: u64) {
+        self.applied.send_replace(n);
+    }
+
+    /// The number of the last read started: every later one sees what the store holds now.
+    pub fn mark(&self) -> u64 {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// Wait, at most `limit`, until a read numbered after `mark` is in force; whether it is.
+    pub async fn wait_past(&self, mark: u64, limit: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        matches!(
+            tokio::time::timeout(limit, applied.wait_for(|n| *n > mark)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
 /// Keep the control state current: read it every `control.poll_sec` (another process or
 /// replica may have changed it) and at once when an in-process admin action nudges. A change
 /// of disabled upstreams changes what agents are shown.
@@ -342,13 +393,14 @@ async fn control_task(gw: Arc<Gateway>, stop: CancellationToken) {
             () = tokio::time::sleep(gw.config.control_poll) => {}
             () = gw.control_changed.notified() => {}
         }
-        let read = gw.store.control_state().await;
+        let read = gw.control_refresh.begin();
+        let state = gw.store.control_state().await;
         // Down on a failed read; up again only when the writer commits (it is the one that
         // must succeed for a call to be recorded).
-        if read.is_err() {
+        if state.is_err() {
             gw.audit.set_store_up(false);
         }
-        match read {
+        match state {
             Ok(new) => {
                 gw.credentials.set_revocations(&new.revocations);
                 gw.credentials.reload_keys_if_rotated();
@@ -367,6 +419,7 @@ async fn control_task(gw: Arc<Gateway>, stop: CancellationToken) {
                 if listing {
                     gw.hub.publish(AgentEvent::ToolsChanged);
                 }
+                gw.control_refresh.applied(read);
             }
             // The last known state stays in force; it is never relaxed because the store is down.
             Err(error) if !failing => {

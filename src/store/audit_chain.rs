@@ -499,6 +499,10 @@ impl Store {
     pub async fn verify_audit(&self) -> Result<Verification, StoreError> {
         let mut v = Verification::default();
         let mut last_id: Option<i64> = None;
+        // The head first: writers keep extending the chain while the rows are read (other
+        // replicas, a live gateway), and rows written after this read are no problem.
+        let recorded = self.recorded_head().await?;
+        let mut at_recorded: Option<Head> = None;
         let sql = format!(
             "SELECT id, prev_hash, row_hash, {} FROM mcp_audit ORDER BY id",
             column_list()
@@ -540,23 +544,44 @@ impl Store {
                     // Only without a broken link: a deleted row is one problem, not two.
                     v.problems.push(gap);
                 }
-                v.head = Some(Head {
+                let here = Head {
                     id,
                     row_hash: stored,
-                });
+                };
+                if recorded.as_ref().is_some_and(|r| r.id == id) {
+                    at_recorded = Some(here.clone());
+                }
+                v.head = Some(here);
             }
             Ok::<_, StoreError>(())
         })?;
-        match (self.recorded_head().await?, &v.head) {
+        match (recorded, &v.head) {
             (None, None) => {}
-            (None, Some(last)) => v.problems.push(Problem::HeadMissing { last: last.clone() }),
-            (Some(recorded), last) if Some(&recorded) != last.as_ref() => {
+            // No head before the rows were read: the first rows may have come since.
+            (None, Some(last)) => match self.recorded_head().await? {
+                Some(now) if now.id > last.id || now == *last => {}
+                _ => v.problems.push(Problem::HeadMissing { last: last.clone() }),
+            },
+            // The row the head named when the reading began must be there, unchanged.
+            (Some(recorded), last) if at_recorded.as_ref() != Some(&recorded) => {
                 v.problems.push(Problem::HeadMismatch {
                     recorded,
-                    last: last.clone(),
+                    last: at_recorded.or_else(|| last.clone()),
                 });
             }
-            (Some(_), _) => {}
+            // Rows past the head as it is now were not written by a writer (which moves the
+            // head in the same transaction).
+            (Some(_), Some(last)) => {
+                if let Some(now) = self.recorded_head().await?
+                    && last.id > now.id
+                {
+                    v.problems.push(Problem::HeadMismatch {
+                        recorded: now,
+                        last: Some(last.clone()),
+                    });
+                }
+            }
+            (Some(_), None) => {}
         }
         Ok(v)
     }
