@@ -11,6 +11,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+mod assess;
+mod audit;
+
+pub use assess::AssessConfig;
+pub use audit::AuditConfig;
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,6 +66,8 @@ struct RawConfig {
     auth: RawAuth,
     minting: RawMinting,
     chain: RawChain,
+    audit: audit::RawAudit,
+    assess: assess::RawAssess,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +251,8 @@ impl Default for RawConfig {
                 env_token_ttl_sec: 43_200.0,
                 service_subject: "mcp-warden".to_owned(),
             },
+            audit: audit::RawAudit::default(),
+            assess: assess::RawAssess::default(),
         }
     }
 }
@@ -284,6 +294,10 @@ pub struct Config {
     pub minting: MintingConfig,
     /// Chain isolation: budgets and handoffs.
     pub chain: ChainConfig,
+    /// `[audit]`: what the audit store keeps (arguments: off by default).
+    pub audit: AuditConfig,
+    /// `[assess]`: the threshold of `mcp-warden assess`.
+    pub assess: AssessConfig,
     /// The config file it was read from, if any (for messages).
     pub source: Option<PathBuf>,
 }
@@ -603,6 +617,8 @@ impl Config {
         };
         Ok(Self {
             source: None,
+            audit: AuditConfig::from(&raw.audit),
+            assess: AssessConfig::try_from(&raw.assess)?,
             chain,
             state_dir: rel(raw.state_dir.clone()),
             auth,

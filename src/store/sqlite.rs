@@ -102,7 +102,10 @@ ALTER TABLE mcp_audit ADD COLUMN quarantine_id TEXT;",
 ALTER TABLE mcp_audit ADD COLUMN chain_depth INTEGER NOT NULL DEFAULT 0;",
 // The tamper-evidence chain (see audit_chain.rs); rows from before it keep '' in both.
 "ALTER TABLE mcp_audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
-ALTER TABLE mcp_audit ADD COLUMN row_hash TEXT NOT NULL DEFAULT '';"];
+ALTER TABLE mcp_audit ADD COLUMN row_hash TEXT NOT NULL DEFAULT '';",
+// `[audit] record_arguments`: the call's arguments as canonical JSON (NULL when not recorded).
+// Not a hashed content column: the hashed `args_digest` already binds it (replay checks it).
+"ALTER TABLE mcp_audit ADD COLUMN arguments TEXT;"];
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
@@ -179,7 +182,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Insert rows, 256 per statement (SQLite bounds the number of bound parameters: 21 × 256
+    /// Insert rows, 256 per statement (SQLite bounds the number of bound parameters: 22 × 256
     /// stays well under its limit), chained: one `BEGIN IMMEDIATE` transaction reads the chain
     /// head, links each row to the one before it and records the new head, so every writer of
     /// the file (the gateway's writer task, an admin CLI) extends one chain, across restarts
@@ -205,6 +208,7 @@ impl SqliteStore {
                         cells,
                         prev_hash,
                         row_hash: hash,
+                        arguments: r.arguments.as_deref(),
                     }
                 })
                 .collect();
@@ -261,17 +265,18 @@ impl SqliteStore {
     }
 }
 
-/// One row ready to insert: its content and its links.
-struct Linked {
+/// One row ready to insert: its content, its links and its recorded arguments.
+struct Linked<'a> {
     cells: [Cell; 19],
     prev_hash: String,
     row_hash: String,
+    arguments: Option<&'a str>,
 }
 
 /// Insert `rows` (not empty) in one statement; the id of the last.
-async fn insert_chunk(conn: &mut SqliteConnection, rows: &[Linked]) -> Result<i64, StoreError> {
+async fn insert_chunk(conn: &mut SqliteConnection, rows: &[Linked<'_>]) -> Result<i64, StoreError> {
     let mut qb = QueryBuilder::new(format!(
-        "INSERT INTO mcp_audit ({}, prev_hash, row_hash) ",
+        "INSERT INTO mcp_audit ({}, prev_hash, row_hash, arguments) ",
         audit_chain::column_list()
     ));
     qb.push_values(rows, |mut b, r| {
@@ -283,7 +288,8 @@ async fn insert_chunk(conn: &mut SqliteConnection, rows: &[Linked]) -> Result<i6
             };
         }
         b.push_bind(r.prev_hash.as_str())
-            .push_bind(r.row_hash.as_str());
+            .push_bind(r.row_hash.as_str())
+            .push_bind(r.arguments);
     });
     Ok(qb.build().execute(conn).await?.last_insert_rowid())
 }
