@@ -93,7 +93,10 @@ impl SqliteStore {
     }
 
     /// Counts of the detection signals recorded at or after `since`.
-    pub async fn evidence_since(&self, since: time::OffsetDateTime) -> Result<Evidence, StoreError> {
+    pub async fn evidence_since(
+        &self,
+        since: time::OffsetDateTime,
+    ) -> Result<Evidence, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS calls, \
              COALESCE(SUM(CASE WHEN action_class IN ('write', 'destructive') AND decision = 'ALLOW' \

@@ -123,9 +123,9 @@ pub fn parse_since(s: &str) -> anyhow::Result<Duration> {
         "d" => 86_400,
         _ => bail!("--since must be a number and a unit (s, m, h, d), e.g. 24h; got {s:?}"),
     };
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("--since must be a whole number and a unit, e.g. 24h; got {s:?}"))?;
+    let n: u64 = n.parse().with_context(|| {
+        format!("--since must be a whole number and a unit, e.g. 24h; got {s:?}")
+    })?;
     match n.checked_mul(unit_secs) {
         Some(secs) if secs > 0 && secs <= 10 * 365 * 86_400 => Ok(Duration::from_secs(secs)),
         _ => bail!("--since must be between 1s and 3650d; got {s:?}"),
@@ -175,9 +175,7 @@ fn recorded_decision(row: &RecordedCall) -> Decision {
         // Held by emergency mode, the policy itself had allowed it (see pipeline::policy).
         "approval" if row.reason.contains("emergency write-approval mode") => Decision::Allow,
         "approval" => Decision::RequireApproval,
-        _ if row.approval_id.as_deref().is_some_and(|a| !a.is_empty()) => {
-            Decision::RequireApproval
-        }
+        _ if row.approval_id.as_deref().is_some_and(|a| !a.is_empty()) => Decision::RequireApproval,
         _ => Decision::Allow,
     }
 }
@@ -286,14 +284,22 @@ pub fn replay(calls: &[RecordedCall], ctx: &Context, policy: &PolicySet) -> Repo
         BTreeMap::new();
     for row in calls {
         match replay_row(row, ctx, policy) {
-            Replayed::NotRedecided { stage } => *report.not_redecided.entry(stage).or_default() += 1,
+            Replayed::NotRedecided { stage } => {
+                *report.not_redecided.entry(stage).or_default() += 1
+            }
             Replayed::Undecidable { why } => *report.undecidable.entry(why).or_default() += 1,
             Replayed::Decided { old, new, rule } => {
                 report.redecided += 1;
                 *report.transitions.entry((old, new)).or_default() += 1;
                 if old != new {
                     report.changed += 1;
-                    let key = (row.server_name.clone(), row.tool_name.clone(), old, new, rule);
+                    let key = (
+                        row.server_name.clone(),
+                        row.tool_name.clone(),
+                        old,
+                        new,
+                        rule,
+                    );
                     groups.entry(key).or_default().push(row.request_id.clone());
                 }
             }
@@ -402,7 +408,10 @@ fn as_text(head: &Head, r: &Report) -> String {
         }
     }
     if !r.not_redecided.is_empty() {
-        let _ = writeln!(s, "\nnot re-decided (refused before the policy, kept as recorded):");
+        let _ = writeln!(
+            s,
+            "\nnot re-decided (refused before the policy, kept as recorded):"
+        );
         for (stage, count) in &r.not_redecided {
             let _ = writeln!(s, "  {count:>6}  stage {stage}");
         }

@@ -164,11 +164,19 @@ fn rows_are_re_decided_from_their_recorded_policy_decision() {
         "approval_pending: approval a2 is pending: emergency write-approval mode is on",
     );
     let em = record(4, "add_note", "write", emergency, Some("a2"), None);
-    check(&em, "version: v1\nrules: [{id: all, decision: ALLOW}]", &decided(Allow, Allow, "all"));
+    check(
+        &em,
+        "version: v1\nrules: [{id: all, decision: ALLOW}]",
+        &decided(Allow, Allow, "all"),
+    );
     let denied = record(5, "delete_note", "destructive", DENIED, None, None);
     check(&denied, BASELINE, &decided(Deny, Deny, "deny-destructive"));
     // A dispatched call that failed upstream was still allowed by the policy.
-    let failed = (Recorded::Allow, "dispatch", "timeout: upstream notes timed out");
+    let failed = (
+        Recorded::Allow,
+        "dispatch",
+        "timeout: upstream notes timed out",
+    );
     check(
         &record(6, "get_note", "read", failed, None, None),
         STRICTER,
@@ -221,13 +229,31 @@ fn argument_rules_never_guess() {
         ),
     );
     // Recorded: decided on them.
-    let secret = record(2, "add_note", "write", HELD, Some("a"), Some(json!({"text": "a secret"})));
+    let secret = record(
+        2,
+        "add_note",
+        "write",
+        HELD,
+        Some("a"),
+        Some(json!({"text": "a secret"})),
+    );
     check(
         &secret,
         STRICTER,
-        &decided(Decision::RequireApproval, Decision::Deny, "deny-secret-notes"),
+        &decided(
+            Decision::RequireApproval,
+            Decision::Deny,
+            "deny-secret-notes",
+        ),
     );
-    let plain = record(3, "add_note", "write", HELD, Some("a"), Some(json!({"text": "hi"})));
+    let plain = record(
+        3,
+        "add_note",
+        "write",
+        HELD,
+        Some("a"),
+        Some(json!({"text": "hi"})),
+    );
     check(
         &plain,
         STRICTER,
@@ -301,19 +327,52 @@ async fn replay_of_a_seeded_store_reports_the_exact_transitions() {
         record(2, "echo", "read", ALLOWED, None, None),
         record(3, "get_note", "read", ALLOWED, None, None),
         record(4, "list_notes", "read", ALLOWED, None, None),
-        record(5, "add_note", "write", HELD, Some("a5"), Some(json!({"text": "my secret"}))),
-        record(6, "add_note", "write", ALLOWED, Some("a6"), Some(json!({"text": "fine"}))),
+        record(
+            5,
+            "add_note",
+            "write",
+            HELD,
+            Some("a5"),
+            Some(json!({"text": "my secret"})),
+        ),
+        record(
+            6,
+            "add_note",
+            "write",
+            ALLOWED,
+            Some("a6"),
+            Some(json!({"text": "fine"})),
+        ),
         record(7, "add_note", "write", HELD, Some("a7"), None),
         record(8, "delete_note", "destructive", DENIED, None, None),
-        record(9, "nope", "", (Recorded::Deny, "resolve", "unknown_tool: x"), None, None),
-        record(10, "echo", "read", (Recorded::Deny, "pin", "manifest_drift: x"), None, None),
+        record(
+            9,
+            "nope",
+            "",
+            (Recorded::Deny, "resolve", "unknown_tool: x"),
+            None,
+            None,
+        ),
+        record(
+            10,
+            "echo",
+            "read",
+            (Recorded::Deny, "pin", "manifest_drift: x"),
+            None,
+            None,
+        ),
     ];
     store.insert(&rows).await.unwrap();
     let since = time::OffsetDateTime::now_utc() - time::Duration::hours(24);
     let calls = store.calls_since(since).await.unwrap();
     assert_eq!(calls.len(), 10, "the 3-day-old row is outside --since 24h");
-    assert_eq!(calls.iter().map(|c| c.request_id.as_str()).collect::<Vec<_>>(),
-        ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]);
+    assert_eq!(
+        calls
+            .iter()
+            .map(|c| c.request_id.as_str())
+            .collect::<Vec<_>>(),
+        ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]
+    );
 
     // The policy in force: nothing changes.
     let same = replay(&calls, &ctx(), &policy(BASELINE));
@@ -365,9 +424,30 @@ async fn replay_of_a_seeded_store_reports_the_exact_transitions() {
     assert_eq!(
         groups,
         [
-            ("echo", Allow, Deny, "deny-echo", 2, vec!["1".to_owned(), "2".to_owned()]),
-            ("add_note", RequireApproval, Deny, "deny-secret-notes", 1, vec!["5".to_owned()]),
-            ("get_note", Allow, RequireApproval, "hold-get-note", 1, vec!["3".to_owned()]),
+            (
+                "echo",
+                Allow,
+                Deny,
+                "deny-echo",
+                2,
+                vec!["1".to_owned(), "2".to_owned()]
+            ),
+            (
+                "add_note",
+                RequireApproval,
+                Deny,
+                "deny-secret-notes",
+                1,
+                vec!["5".to_owned()]
+            ),
+            (
+                "get_note",
+                Allow,
+                RequireApproval,
+                "hold-get-note",
+                1,
+                vec!["3".to_owned()]
+            ),
         ]
     );
     let text = as_text(
