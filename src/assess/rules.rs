@@ -380,8 +380,14 @@ fn over_scoped(d: &Deployment) -> Risk {
         .iter()
         .filter(|w| {
             let n = writes_on(w).len();
+            // `*:*`, `*:write`: write scope on any upstream, present or future.
+            let wildcard = w
+                .scopes
+                .as_ref()
+                .is_some_and(|s| s.covers("assess-unregistered-probe", "write"));
             n > 0
-                && (w.labels.iter().any(|l| l == "read_only")
+                && (wildcard
+                    || w.labels.iter().any(|l| l == "read_only")
                     || (write_capable > 1 && n == write_capable))
         })
         .map(|w| w.id.clone())
@@ -397,7 +403,7 @@ fn over_scoped(d: &Deployment) -> Risk {
     let mut facts = vec![fact(
         Factor::Precondition,
         format!(
-            "principals with write scopes beyond their workflow (read_only, or every upstream): {}",
+            "principals with write scopes beyond their workflow (read_only, a `*` upstream, or every upstream): {}",
             if broad.is_empty() {
                 "none".to_owned()
             } else {
