@@ -312,13 +312,6 @@ fn prompt_injection(d: &Deployment) -> Risk {
             policy_file(d),
         ));
     }
-    if !allowlist {
-        fixes.push((
-            Effect::ControlOn,
-            "make the policy an allowlist: `mcp: { deny_servers_not_in: [<registered upstreams>] }` with `decision: DENY`".to_owned(),
-            policy_file(d),
-        ));
-    }
     for u in d.upstreams.iter().filter(|u| u.tools.iter().any(|t| !t.2)) {
         fixes.push((
             Effect::Precondition(precondition),
@@ -336,7 +329,8 @@ fn prompt_injection(d: &Deployment) -> Risk {
     let factors = Factors {
         precondition,
         blast: b,
-        control_on: unapproved.is_empty() && allowlist,
+        // The allowlist is reported here and scored under shadow servers.
+        control_on: unapproved.is_empty(),
         detection_covered: d.gates.unapproved_writes,
     };
     Risk::new(

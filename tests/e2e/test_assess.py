@@ -62,7 +62,11 @@ def test_a_weak_deployment_fails_with_its_fixes_first(tmp_path):
     code, out, _ = assess(tmp_path)
     assert code == 1, json.dumps(out, indent=1)
     scores = {r["id"]: r["score"] for r in out["risks"]}
-    assert out["failed"] and scores["prompt_injection"] > 7.0 and scores["token_passthrough"] > 7.0, scores
+    # Above the threshold: no credential of its own and anonymous callers (no detection either).
+    # Far above the shipped deployment's, though the gates (on by default) still see them:
+    # writes without approval, and an unpinned upstream.
+    assert out["failed"] and scores["token_passthrough"] > 7.0, scores
+    assert scores["prompt_injection"] >= 5.0 and scores["tool_poisoning"] >= 5.0, scores
     top = [(f["risk"], f["action"]) for f in out["fixes"][:4]]
     assert {risk for risk, _ in top} >= {"prompt_injection", "token_passthrough"}, top
     actions = " | ".join(a for _, a in top)
