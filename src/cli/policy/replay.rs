@@ -318,7 +318,7 @@ pub fn replay(calls: &[RecordedCall], ctx: &Context, policy: &PolicySet) -> Repo
         })
         .collect();
     // Biggest first; ties keep the (server, tool, transition, rule) order.
-    report.changes.sort_by(|a, b| b.count.cmp(&a.count));
+    report.changes.sort_by_key(|g| std::cmp::Reverse(g.count));
     report
 }
 
