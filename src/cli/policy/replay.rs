@@ -1,6 +1,7 @@
 //! `mcp-warden policy replay --since DURATION [--policies DIR]`: re-decide the recorded calls
 //! under a candidate policy and show how the decisions would change, so thresholds are tuned
-//! with data. Nothing is called and nothing is written (the store is only read).
+//! with data. Nothing is called and no row is written (the store is only read; opening it
+//! migrates its schema, as every CLI does).
 //!
 //! Which rows are re-decided: only calls that reached the policy stage (recorded stage
 //! `policy`, `approval`, `credential`, `dispatch` or `output`). Calls refused before it
