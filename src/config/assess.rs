@@ -48,3 +48,34 @@ impl TryFrom<&RawAssess> for AssessConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Serialized, Toml};
+
+    use super::super::{Config, RawConfig};
+
+    fn load(toml: &str) -> Result<Config, String> {
+        let figment =
+            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(toml));
+        Config::from_figment(figment, None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn audit_and_assess_keys() {
+        let d = load("").unwrap();
+        assert!(
+            !d.audit.record_arguments,
+            "arguments can hold secrets: off by default"
+        );
+        assert!((d.assess.fail_above - 7.0).abs() < f64::EPSILON);
+        let c = load("[audit]\nrecord_arguments = true\n[assess]\nfail_above = 4.5\n").unwrap();
+        assert!(c.audit.record_arguments);
+        assert!((c.assess.fail_above - 4.5).abs() < f64::EPSILON);
+        let e = load("[assess]\nfail_above = 11\n").unwrap_err();
+        assert!(e.contains("assess.fail_above"), "{e}");
+        let e = load("[audit]\nrecord_args = true\n").unwrap_err();
+        assert!(e.contains("record_args"), "{e}");
+    }
+}
