@@ -107,7 +107,7 @@ async def test_replay_shows_how_a_stricter_policy_would_decide_the_recorded_call
     # The text report says the same.
     text = dep.run_cli("policy", "replay", "--since", "1h", "--policies", str(tmp_path / "candidate"))
     assert text.returncode == 0, text.stderr
-    assert "ALLOW->DENY" in text.stdout and "deny-secret-notes" in text.stdout, text.stdout
+    assert "rows: recorded" in text.stdout and "ALLOW->DENY" in text.stdout and "deny-secret-notes" in text.stdout, text.stdout
 
 
 async def test_without_recorded_arguments_an_argument_rule_is_undecidable_never_guessed(deploy, tmp_path):

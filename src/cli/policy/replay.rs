@@ -372,10 +372,20 @@ fn as_text(head: &Head, r: &Report) -> String {
         r.not_redecided.values().sum::<usize>(),
     );
     if !r.transitions.is_empty() {
-        let _ = writeln!(s, "\ntransitions (recorded -> candidate):");
-        for ((old, new), count) in &r.transitions {
-            let mark = if old == new { "" } else { "  *" };
-            let _ = writeln!(s, "  {:<34} {count:>6}{mark}", transition(*old, *new));
+        let all = [Decision::Allow, Decision::RequireApproval, Decision::Deny];
+        let _ = writeln!(s, "\ntransitions (rows: recorded, columns: candidate):");
+        let _ = write!(s, "  {:<18}", "");
+        for new in all {
+            let _ = write!(s, "{:>18}", new.as_str());
+        }
+        s.push('\n');
+        for old in all {
+            let _ = write!(s, "  {:<18}", old.as_str());
+            for new in all {
+                let n = r.transitions.get(&(old, new)).copied().unwrap_or(0);
+                let _ = write!(s, "{n:>18}");
+            }
+            s.push('\n');
         }
     }
     if !r.changes.is_empty() {

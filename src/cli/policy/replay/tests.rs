@@ -458,6 +458,16 @@ async fn replay_of_a_seeded_store_reports_the_exact_transitions() {
         &r,
     );
     assert!(text.contains("ALLOW->DENY"), "{text}");
+    // The matrix: the ALLOW row reads 1 unchanged, 1 held, 2 denied.
+    let allow_row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("ALLOW ") && !l.contains("DENY"))
+        .unwrap();
+    assert_eq!(
+        allow_row.split_whitespace().collect::<Vec<_>>(),
+        ["ALLOW", "1", "1", "2"],
+        "{text}"
+    );
     assert!(text.contains("arguments_not_recorded"), "{text}");
     store.close().await;
 }
