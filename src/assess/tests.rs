@@ -283,3 +283,100 @@ fn unpinned_commands_are_recognised() {
         );
     }
 }
+
+#[test]
+fn audit_evidence_raises_the_precondition() {
+    let quiet = assess(&strong(), 7.0);
+    let mut d = strong();
+    d.evidence = Some(crate::store::reads::Evidence {
+        calls: 10,
+        unapproved_writes: 2,
+        ..Default::default()
+    });
+    let seen = assess(&d, 7.0);
+    let (before, after) = (
+        risk(&quiet, "prompt_injection"),
+        risk(&seen, "prompt_injection"),
+    );
+    assert!(
+        after.score > before.score,
+        "{} vs {}",
+        after.score,
+        before.score
+    );
+    assert!(
+        after
+            .facts
+            .iter()
+            .any(|f| f.text.contains("2 write(s) ALLOWed without approval"))
+    );
+    assert!(
+        seen.audit.contains("2 unapproved write(s)"),
+        "{}",
+        seen.audit
+    );
+}
+
+/// `evidence_since` over rows written through the real store.
+#[tokio::test]
+async fn evidence_counts_the_signals_of_the_window() {
+    use crate::store::{AuditRecord, Decision as Recorded};
+    let (_dir, store) = crate::store::temp_store().await;
+    let now = time::OffsetDateTime::now_utc();
+    let row =
+        |n: u32, class: &str, decision, stage: &'static str, approval: Option<&str>| AuditRecord {
+            event_time: now - time::Duration::minutes(i64::from(n)),
+            request_id: n.to_string(),
+            actor_id: "alice".to_owned(),
+            server_name: "notes".to_owned(),
+            tool_name: "t".to_owned(),
+            exposed_name: "notes__t".to_owned(),
+            action_class: class.to_owned(),
+            decision,
+            stage,
+            reason: String::new(),
+            outcome: "",
+            approval_id: approval.map(str::to_owned),
+            chain_id: "c".to_owned(),
+            args_digest: String::new(),
+            latency_us: 0,
+            output_decision: "",
+            findings: String::new(),
+            quarantine_id: None,
+            chain_depth: 0,
+            arguments: None,
+        };
+    let mut quarantined = row(5, "read", Recorded::Allow, "output", None);
+    quarantined.output_decision = "QUARANTINE";
+    let mut old = row(6, "write", Recorded::Allow, "dispatch", None);
+    old.event_time = now - time::Duration::hours(30);
+    store
+        .insert(&[
+            row(1, "write", Recorded::Allow, "dispatch", None),
+            row(2, "destructive", Recorded::Allow, "dispatch", None),
+            row(3, "write", Recorded::Allow, "dispatch", Some("a1")),
+            row(4, "write", Recorded::Deny, "scope", None),
+            quarantined,
+            old,
+            row(7, "read", Recorded::Deny, "pin", None),
+            row(8, "read", Recorded::Deny, "chain", None),
+        ])
+        .await
+        .unwrap();
+    let e = store
+        .evidence_since(now - time::Duration::hours(24))
+        .await
+        .unwrap();
+    store.close().await;
+    assert_eq!(
+        e,
+        crate::store::reads::Evidence {
+            calls: 7,
+            unapproved_writes: 2,
+            scope_mismatches: 1,
+            quarantines: 1,
+            drift_refusals: 1,
+            chain_refusals: 1,
+        }
+    );
+}
