@@ -18,9 +18,11 @@
 //! Every fix says what it changes (a factor) and the file or key to change; its value is the
 //! score it removes, and the fix list is sorted by that.
 //!
-//! `facts` gathers a [`Deployment`] (the IO); `rules` is pure.
+//! `facts` gathers a [`Deployment`] (the IO); `probes` (shared facts: blast radius, policy
+//! probes) and `rules` (one function per risk) are pure.
 
 pub mod facts;
+pub mod probes;
 pub mod rules;
 
 pub use facts::Deployment;
