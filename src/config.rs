@@ -11,6 +11,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+mod assess;
+mod audit;
+
+pub use assess::AssessConfig;
+pub use audit::AuditConfig;
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,13 +66,8 @@ struct RawConfig {
     auth: RawAuth,
     minting: RawMinting,
     chain: RawChain,
-    audit: RawAudit,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAudit {
-    fail_open: bool,
+    audit: audit::RawAudit,
+    assess: assess::RawAssess,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,7 +235,6 @@ impl Default for RawConfig {
                 cache_max_sec: 300.0,
                 issuers: Vec::new(),
             },
-            audit: RawAudit { fail_open: false },
             chain: RawChain {
                 isolate_domains: true,
                 max_depth: 4,
@@ -251,6 +251,8 @@ impl Default for RawConfig {
                 env_token_ttl_sec: 43_200.0,
                 service_subject: "mcp-warden".to_owned(),
             },
+            audit: audit::RawAudit::default(),
+            assess: assess::RawAssess::default(),
         }
     }
 }
@@ -292,8 +294,10 @@ pub struct Config {
     pub minting: MintingConfig,
     /// Chain isolation: budgets and handoffs.
     pub chain: ChainConfig,
-    /// `[audit]`: what happens to calls while the store refuses writes.
+    /// `[audit]`: what the audit store keeps (arguments: off by default).
     pub audit: AuditConfig,
+    /// `[assess]`: the threshold of `mcp-warden assess`.
+    pub assess: AssessConfig,
     /// The config file it was read from, if any (for messages).
     pub source: Option<PathBuf>,
 }
@@ -438,14 +442,6 @@ pub struct UpstreamConfig {
     pub restart_backoff_max: Duration,
     /// How long `serve` waits for the first connection of every upstream before answering.
     pub startup_wait: Duration,
-}
-
-/// `[audit]` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditConfig {
-    /// Serve calls while the store refuses audit writes (their rows wait in the spool and the
-    /// writer's queue). Default `false`: such calls are refused with `store_unavailable`.
-    pub fail_open: bool,
 }
 
 /// A store location: embedded SQLite (the default) or PostgreSQL.
@@ -684,10 +680,9 @@ impl Config {
         };
         Ok(Self {
             source: None,
+            audit: AuditConfig::from(&raw.audit),
+            assess: AssessConfig::try_from(&raw.assess)?,
             chain,
-            audit: AuditConfig {
-                fail_open: raw.audit.fail_open,
-            },
             state_dir: rel(raw.state_dir.clone()),
             auth,
             minting,

@@ -4,6 +4,7 @@
 use clap::Parser;
 
 mod admin;
+mod assess;
 mod auth;
 mod cli;
 mod config;

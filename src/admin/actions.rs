@@ -362,6 +362,7 @@ impl Admin {
             findings: String::new(),
             quarantine_id: act.quarantine_id,
             chain_depth: 0,
+            arguments: None,
         };
         if let Err(error) = self.store.insert(std::slice::from_ref(&row)).await {
             tracing::error!(%error, action = act.action, "admin audit row not written");

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod admin;
 pub mod approvals;
+pub mod assess;
 pub mod audit;
 pub mod classify;
 pub mod contain;
@@ -39,6 +40,9 @@ pub enum Command {
     Quarantine(quarantine::QuarantineArgs),
     /// Check the audit store's tamper-evidence chain (`audit verify`).
     Audit(audit::AuditArgs),
+    /// Score the deployment against the seven risks; print the fixes in order; exit 1 above
+    /// `--fail-above` (to block a rollout in CI).
+    Assess(assess::AssessArgs),
     /// Contain an incident: disable an upstream, revoke its credentials, force approval on
     /// every write.
     Contain(contain::ContainArgs),
@@ -74,6 +78,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Approvals(args) => approvals::main(args),
         Command::Quarantine(args) => quarantine::main(args),
         Command::Audit(args) => audit::main(args),
+        Command::Assess(args) => assess::main(args),
         Command::Contain(args) => contain::main(args),
         Command::Admin(args) => admin::main(args),
         Command::Classify(args) => classify::main(args),

@@ -1,5 +1,8 @@
-//! `mcp-warden policy check` (validate the configuration, registry and policies) and
-//! `mcp-warden policy test` (explain the decision on one call, without making it).
+//! `mcp-warden policy check` (validate the configuration, registry and policies),
+//! `mcp-warden policy test` (explain the decision on one call, without making it) and
+//! `mcp-warden policy replay` (re-decide recorded calls under a candidate policy; `replay.rs`).
+
+pub mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +35,9 @@ pub enum PolicyCommand {
     Check(CheckArgs),
     /// Explain what the policy and the scope gate decide for one call (nothing is called).
     Test(TestArgs),
+    /// Re-decide the recorded calls of the last `--since` under a candidate policy folder and
+    /// show how the decisions would change.
+    Replay(replay::ReplayArgs),
 }
 
 /// Arguments of `mcp-warden policy check`.
@@ -68,6 +74,7 @@ pub fn main(args: PolicyArgs) -> ExitCode {
     let (name, result, failure) = match args.command {
         PolicyCommand::Check(a) => ("check", check(&a), ExitCode::FAILURE),
         PolicyCommand::Test(a) => ("test", test(&a), ExitCode::from(2)),
+        PolicyCommand::Replay(a) => return replay::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,14 +20,22 @@ pub struct Draft {
 }
 
 impl Draft {
-    /// Start the row for a call by `who` to `exposed` with `args`.
+    /// Start the row for a call by `who` to `exposed` with `args`; with `record_arguments`
+    /// (`[audit] record_arguments`) the row keeps the arguments' canonical JSON too.
     pub fn start(
         request_id: u64,
         who: &Authenticated,
         exposed: &str,
         args: Option<&JsonObject>,
         chain_id: String,
+        record_arguments: bool,
     ) -> Self {
+        let canonical = canonical_args(args);
+        let args_digest = hex::encode(Sha256::digest(&canonical));
+        // Only when enabled: the bytes are already there, so it costs one UTF-8 check.
+        let arguments = record_arguments
+            .then(|| String::from_utf8(canonical).ok())
+            .flatten();
         Self {
             started: Instant::now(),
             row: AuditRecord {
@@ -45,12 +53,13 @@ impl Draft {
                 outcome: "",
                 approval_id: None,
                 chain_id,
-                args_digest: args_digest(args),
+                args_digest,
                 latency_us: 0,
                 output_decision: "",
                 findings: String::new(),
                 quarantine_id: None,
                 chain_depth: 0,
+                arguments,
             },
         }
     }
@@ -150,12 +159,18 @@ pub fn reason_code(outcome: &Result<CallToolResponse, GatewayError>) -> &'static
 
 /// sha256 of the canonical JSON (sorted keys, no whitespace) of the arguments; of `{}` when none.
 pub fn args_digest(args: Option<&JsonObject>) -> String {
+    hex::encode(Sha256::digest(canonical_args(args)))
+}
+
+/// The canonical JSON (sorted keys, no whitespace) of the arguments; `{}` when none. What
+/// `args_digest` hashes and `mcp_audit.arguments` keeps.
+fn canonical_args(args: Option<&JsonObject>) -> Vec<u8> {
     let mut buf = Vec::with_capacity(128);
     match args {
         Some(a) => canonical::write_map(a, &mut buf),
         None => buf.extend_from_slice(b"{}"),
     }
-    hex::encode(Sha256::digest(&buf))
+    buf
 }
 
 #[cfg(test)]

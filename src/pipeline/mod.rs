@@ -52,6 +52,7 @@ pub async fn call_tool(
         &params.name,
         params.arguments.as_ref(),
         chain_id.to_owned(),
+        gw.config.audit.record_arguments,
     );
     let outcome = stages(gw, who, chain_id, params, ctx, log_level, &mut draft).await;
     // Audit runs after success and failure alike, before the agent hears the answer.

@@ -163,7 +163,7 @@ struct Linked<'a> {
     row_hash: String,
 }
 
-/// Rows per statement: 22 parameters a row stays under both backends' limits.
+/// Rows per statement: 23 parameters a row stays under both backends' limits.
 const CHUNK: usize = 256;
 
 impl Store {
@@ -234,7 +234,7 @@ impl Store {
                 let first = next_id.saturating_add(1);
                 next_id = next_id.saturating_add(i64::try_from(linked.len()).unwrap_or(0));
                 let mut qb = QueryBuilder::new(format!(
-                    "INSERT INTO mcp_audit (id, {}, prev_hash, row_hash) ",
+                    "INSERT INTO mcp_audit (id, {}, prev_hash, row_hash, arguments) ",
                     column_list()
                 ));
                 let mut id = first;
@@ -250,7 +250,8 @@ impl Store {
                         };
                     }
                     b.push_bind(r.prev_hash.as_str())
-                        .push_bind(r.row_hash.as_str());
+                        .push_bind(r.row_hash.as_str())
+                        .push_bind(r.row.arguments.as_deref());
                 });
                 qb.build().execute(&mut *tx).await?;
                 head = Some(Head {

@@ -39,6 +39,7 @@ fn record(n: usize) -> AuditRecord {
         findings: String::new(),
         quarantine_id: None,
         chain_depth: 0,
+        arguments: None,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod control;
 pub(crate) mod db;
 mod postgres;
 pub mod quarantine;
+pub mod reads;
 pub mod spool;
 mod sqlite;
 
@@ -116,6 +117,9 @@ pub struct AuditRecord {
     pub quarantine_id: Option<String>,
     /// How deep in its chain the call was (0: called by an agent directly).
     pub chain_depth: u32,
+    /// The arguments as canonical JSON, only with `[audit] record_arguments` (they can hold
+    /// secrets); `None` otherwise. Outside the hash chain: the hashed `args_digest` binds it.
+    pub arguments: Option<String>,
 }
 
 /// Most rows written in one transaction.

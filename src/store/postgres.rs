@@ -104,7 +104,9 @@ CREATE TABLE IF NOT EXISTS spent_handoffs (
     principal TEXT NOT NULL,
     chain_id TEXT NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL
-);"];
+);",
+// `[audit] record_arguments`: the call's arguments as canonical JSON (NULL when not recorded).
+"ALTER TABLE mcp_audit ADD COLUMN IF NOT EXISTS arguments TEXT;"];
 
 /// Connect to `url` (`postgres://…`) and migrate.
 pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {

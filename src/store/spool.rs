@@ -54,6 +54,8 @@ struct Line {
     findings: String,
     quarantine_id: Option<String>,
     chain_depth: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    arguments: Option<String>,
 }
 
 impl Line {
@@ -79,6 +81,7 @@ impl Line {
             findings: r.findings.clone(),
             quarantine_id: r.quarantine_id.clone(),
             chain_depth: r.chain_depth,
+            arguments: r.arguments.clone(),
         }
     }
 
@@ -111,6 +114,7 @@ impl Line {
             findings: self.findings,
             quarantine_id: self.quarantine_id,
             chain_depth: self.chain_depth,
+            arguments: self.arguments,
         })
     }
 }

@@ -102,7 +102,10 @@ ALTER TABLE mcp_audit ADD COLUMN quarantine_id TEXT;",
 ALTER TABLE mcp_audit ADD COLUMN chain_depth INTEGER NOT NULL DEFAULT 0;",
 // The tamper-evidence chain (see audit_chain.rs); rows from before it keep '' in both.
 "ALTER TABLE mcp_audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
-ALTER TABLE mcp_audit ADD COLUMN row_hash TEXT NOT NULL DEFAULT '';"];
+ALTER TABLE mcp_audit ADD COLUMN row_hash TEXT NOT NULL DEFAULT '';",
+// `[audit] record_arguments`: the call's arguments as canonical JSON (NULL when not recorded).
+// Not a hashed content column: the hashed `args_digest` already binds it (replay checks it).
+"ALTER TABLE mcp_audit ADD COLUMN arguments TEXT;"];
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"

@@ -322,6 +322,29 @@ impl PolicySet {
         possible
     }
 
+    /// Whether the decision on `req` could change with its arguments (`req.args` is ignored):
+    /// some rule with argument matchers holds otherwise and could raise the decision of the
+    /// rules that fire whatever the arguments (or, when none does, change it from DENY).
+    /// When `false`, [`PolicySet::evaluate`] with any arguments gives the same decision.
+    pub fn depends_on_args(&self, req: &Request<'_>) -> bool {
+        let mut sure: Option<Decision> = None;
+        let mut maybe: Option<Decision> = None;
+        for rule in self.rules.iter().filter(|r| r.holds_without_args(req)) {
+            let slot = if rule.args.is_empty() {
+                &mut sure
+            } else {
+                &mut maybe
+            };
+            *slot = Some(slot.map_or(rule.decision, |d| d.max(rule.decision)));
+        }
+        match (sure, maybe) {
+            (_, None) => false,
+            // Only argument rules hold: no match is DENY, so any non-DENY one decides.
+            (None, Some(m)) => m != Decision::Deny,
+            (Some(s), Some(m)) => m > s,
+        }
+    }
+
     /// How many rules there are, over all files.
     pub fn rule_count(&self) -> usize {
         self.rules.len()

@@ -25,6 +25,7 @@ fn record(n: u32) -> AuditRecord {
         findings: String::new(),
         quarantine_id: None,
         chain_depth: 0,
+        arguments: None,
     }
 }
 

@@ -314,6 +314,7 @@ async fn audit_rows_carry_the_output_safety_columns() {
         findings: findings.into(),
         quarantine_id: quarantine_id.map(str::to_owned),
         chain_depth: 0,
+        arguments: None,
     };
     store
         .insert(&[

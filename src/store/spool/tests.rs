@@ -12,27 +12,32 @@ fn record(n: u32) -> AuditRecord {
         tool_name: "add_note".into(),
         exposed_name: "notes__add_note".into(),
         action_class: "write".into(),
-        decision: if n % 2 == 0 {
+        decision: if n.is_multiple_of(2) {
             Decision::Allow
         } else {
             Decision::Deny
         },
-        stage: if n % 2 == 0 { "dispatch" } else { "policy" },
-        reason: if n % 2 == 0 {
+        stage: if n.is_multiple_of(2) {
+            "dispatch"
+        } else {
+            "policy"
+        },
+        reason: if n.is_multiple_of(2) {
             "ok"
         } else {
             "policy_deny: rule x"
         }
         .into(),
-        outcome: if n % 2 == 0 { "ok" } else { "" },
-        approval_id: (n % 3 == 0).then(|| format!("apr_{n}")),
+        outcome: if n.is_multiple_of(2) { "ok" } else { "" },
+        approval_id: n.is_multiple_of(3).then(|| format!("apr_{n}")),
         chain_id: "c1".into(),
         args_digest: "d".into(),
         latency_us: 11,
-        output_decision: if n % 2 == 0 { "PASS" } else { "" },
+        output_decision: if n.is_multiple_of(2) { "PASS" } else { "" },
         findings: String::new(),
         quarantine_id: None,
         chain_depth: 1,
+        arguments: (n == 3).then(|| r#"{"title":"t3"}"#.to_owned()),
     }
 }
 
@@ -80,6 +85,13 @@ async fn rows_a_dead_process_spooled_but_never_committed_are_written_at_the_next
             Some("apr_3".into())
         )
     );
+    let arguments: Option<String> = crate::store::db::on!(store, |pool| {
+        sqlx::query_scalar("SELECT arguments FROM mcp_audit WHERE request_id = '3'")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(arguments.as_deref(), Some(r#"{"title":"t3"}"#));
     assert!(store.verify_audit().await.unwrap().ok());
     // The dead spool and its mark are gone; the live one stays.
     let left: Vec<_> = fs::read_dir(&dir).unwrap().flatten().collect();
