@@ -11,6 +11,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+mod gates;
+
+#[cfg(test)]
+pub use gates::default_gate;
+pub use gates::{GateConfig, GatesConfig, PageFormat, PagingConfig};
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,6 +66,8 @@ struct RawConfig {
     auth: RawAuth,
     minting: RawMinting,
     chain: RawChain,
+    gates: gates::RawGates,
+    paging: gates::RawPaging,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +251,8 @@ impl Default for RawConfig {
                 env_token_ttl_sec: 43_200.0,
                 service_subject: "mcp-warden".to_owned(),
             },
+            gates: gates::RawGates::default(),
+            paging: gates::RawPaging::default(),
         }
     }
 }
@@ -284,6 +294,10 @@ pub struct Config {
     pub minting: MintingConfig,
     /// Chain isolation: budgets and handoffs.
     pub chain: ChainConfig,
+    /// The detection gates (`[gates]`).
+    pub gates: GatesConfig,
+    /// Where gate pages go (`[paging]`).
+    pub paging: PagingConfig,
     /// The config file it was read from, if any (for messages).
     pub source: Option<PathBuf>,
 }
@@ -604,6 +618,8 @@ impl Config {
         Ok(Self {
             source: None,
             chain,
+            gates: gates::resolve_gates(&raw.gates)?,
+            paging: gates::resolve_paging(&raw.paging)?,
             state_dir: rel(raw.state_dir.clone()),
             auth,
             minting,

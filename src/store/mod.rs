@@ -8,6 +8,7 @@
 mod approvals;
 pub mod audit_chain;
 pub mod control;
+pub mod gates;
 pub mod quarantine;
 mod sqlite;
 
