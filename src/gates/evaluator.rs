@@ -157,10 +157,20 @@ async fn export_stored(store: &SqliteStore) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Evaluate the gates every `gates.interval` while this replica holds the lease, until `stop`;
+/// A lease holder id unique to this gateway start (process id and a random part).
+pub fn holder_id() -> String {
+    format!("{}-{}", std::process::id(), uuid::Uuid::new_v4())
+}
+
+/// Evaluate the gates every `gates.interval` while `holder` holds the lease, until `stop`;
 /// then give the lease up.
-pub async fn run(store: SqliteStore, gates: GatesConfig, pager: Pager, stop: CancellationToken) {
-    let holder = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
+pub async fn run(
+    store: SqliteStore,
+    gates: GatesConfig,
+    pager: Pager,
+    holder: String,
+    stop: CancellationToken,
+) {
     let ttl = gates.interval.saturating_mul(3);
     if !pager.configured() {
         tracing::info!(

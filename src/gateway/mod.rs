@@ -244,6 +244,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             store.clone(),
             gateway.config.gates.clone(),
             pager,
+            crate::gates::evaluator::holder_id(),
             shutdown.clone(),
         ));
     }

@@ -263,3 +263,90 @@ async fn without_a_webhook_gates_are_evaluated_and_stored_but_nobody_is_paged() 
     assert_eq!(stored.len(), 5);
     assert!(stored.iter().all(|r| r.memory.last_page.is_none()));
 }
+
+/// Poll `probe` every 20 ms until it is true; fail after 20 s.
+async fn until(what: &str, mut probe: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn evaluated_by(store: &SqliteStore) -> Option<(String, OffsetDateTime)> {
+    store
+        .gate_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.gate == "unapproved_writes")
+        .map(|r| (r.evaluated_by, r.evaluated_at))
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_store_evaluate_once_and_page_once_across_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    let (a, b) = (
+        SqliteStore::open(&path).await.unwrap(),
+        SqliteStore::open(&path).await.unwrap(),
+    );
+    let (url, hooked) = receiver().await;
+    let mut gates = gates_config();
+    gates.interval = Duration::from_millis(50);
+    a.insert(&[unapproved_write(OffsetDateTime::now_utc())])
+        .await
+        .unwrap();
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let run_a = tokio::spawn(run(
+        a.clone(),
+        gates.clone(),
+        pager(&url, PageFormat::Generic),
+        "replica-a".into(),
+        stop_a.clone(),
+    ));
+    let run_b = tokio::spawn(run(
+        b.clone(),
+        gates.clone(),
+        pager(&url, PageFormat::Generic),
+        "replica-b".into(),
+        stop_b.clone(),
+    ));
+    until("a page", async || !hooked.pages().is_empty()).await;
+    // Many rounds later, still one page, and one replica did all the evaluating.
+    let (first, since) = evaluated_by(&a).await.unwrap();
+    until("ten more rounds", async || {
+        evaluated_by(&a)
+            .await
+            .is_some_and(|(_, at)| at - since > time::Duration::milliseconds(500))
+    })
+    .await;
+    assert_eq!(evaluated_by(&a).await.unwrap().0, first);
+    assert_eq!(hooked.pages().len(), 1);
+    // The evaluating replica stops (releasing the lease): the other takes over, carries on the
+    // same episode and does not page again.
+    let (stop, task, other) = if first == "replica-a" {
+        (stop_a, run_a, "replica-b")
+    } else {
+        (stop_b, run_b, "replica-a")
+    };
+    stop.cancel();
+    task.await.unwrap();
+    until("the other replica to evaluate", async || {
+        evaluated_by(&a).await.is_some_and(|(by, _)| by == other)
+    })
+    .await;
+    let (_, since) = evaluated_by(&a).await.unwrap();
+    until("five more rounds", async || {
+        evaluated_by(&a)
+            .await
+            .is_some_and(|(_, at)| at - since > time::Duration::milliseconds(250))
+    })
+    .await;
+    let pages = hooked.pages();
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    assert_eq!(pages[0]["status"], "firing");
+}
