@@ -1,8 +1,9 @@
 //! The evaluator task: every `gates.interval_sec`, the replica holding the `gates` lease reads
 //! each gate's sample and memory from the store, evaluates it, sends the page it asks for and
 //! stores the result; every replica exports the stored gate states as metrics. Evaluated once,
-//! not once per replica: the lease (`store::gates`) lasts three intervals and is renewed every
-//! interval, so a replica that stops is replaced within three intervals.
+//! not once per replica: the lease (`store::gates`) lasts three intervals plus one round's page
+//! timeouts and is renewed every interval; a replica that shuts down releases it, one that dies
+//! is replaced when it expires.
 
 use std::collections::HashMap;
 
@@ -171,7 +172,12 @@ pub async fn run(
     holder: String,
     stop: CancellationToken,
 ) {
-    let ttl = gates.interval.saturating_mul(3);
+    // Three intervals, plus the longest a round's pages may take: a holder that is still
+    // paging must not lose the lease to a replica that would page the same episode again.
+    let ttl = gates
+        .interval
+        .saturating_mul(3)
+        .saturating_add(pager.round_budget());
     if !pager.configured() {
         tracing::info!(
             "gates are evaluated, but no [paging] webhook is configured: nobody is paged"

@@ -59,6 +59,17 @@ impl Pager {
         Ok(Self { config, http })
     }
 
+    /// The longest one round's pages may take (one per gate, each up to the timeout); zero
+    /// without a webhook.
+    pub fn round_budget(&self) -> std::time::Duration {
+        if self.configured() {
+            let gates = u32::try_from(crate::gates::GateKind::ALL.len()).unwrap_or(u32::MAX);
+            self.config.timeout.saturating_mul(gates)
+        } else {
+            std::time::Duration::ZERO
+        }
+    }
+
     /// Whether pages go anywhere.
     pub fn configured(&self) -> bool {
         self.config.url.is_some()
