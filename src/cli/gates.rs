@@ -144,3 +144,6 @@ fn as_text(all: &[Evaluated]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
