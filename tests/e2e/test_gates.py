@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -191,6 +192,40 @@ labels = ["approver", "admin"]
         assert page["threshold"] == 0.01
         assert "of 4 calls" in page["summary"], page["summary"]
         assert hook.of("unapproved_writes") == []
+
+
+async def test_two_gateways_on_one_store_page_once(deploy):
+    with webhook() as hook:
+        dep = deploy(
+            {"notes": notes_upstream()},
+            extra={"gates": {"interval_sec": 0.2}, "paging": {"webhook_url": hook.url}},
+        )
+        with HttpGateway(dep) as one, HttpGateway(dep) as two:
+            for gw in (one, two):
+                await anyio.to_thread.run_sync(gw.wait_ready)
+            async with http_agent(two, "auto") as agent:
+                await wait_for_tools(agent, {"notes__add_note"})
+                added = await agent.client.call_tool("notes__add_note", {"title": "t", "body": "b"})
+                assert not added.is_error
+            await eventually(lambda: _async(hook.of("unapproved_writes")), timeout=20, what="a page")
+            first = _evaluation(dep)
+            # Both gateways run their evaluator every 0.2 s; only the lease holder evaluates, and
+            # the episode is paged once however many rounds pass.
+            await eventually(
+                lambda: _async((_evaluation(dep)[1] - first[1]).total_seconds() > 2),
+                timeout=20,
+                what="ten more rounds",
+            )
+            assert _evaluation(dep)[0] == first[0]
+            assert [p["status"] for p in hook.of("unapproved_writes")] == ["firing"]
+            leases = dep._rows("SELECT name, holder FROM leases")
+            assert [(r["name"], r["holder"]) for r in leases] == [("gates", first[0])]
+
+
+def _evaluation(dep) -> tuple[str, datetime]:
+    """Who last evaluated unapproved_writes, and when."""
+    row = dep._rows("SELECT evaluated_by, evaluated_at FROM gate_state WHERE gate = 'unapproved_writes'")[0]
+    return row["evaluated_by"], datetime.fromisoformat(row["evaluated_at"])
 
 
 async def _async(value: Any) -> Any:
