@@ -16,6 +16,11 @@ mod audit;
 
 pub use assess::AssessConfig;
 pub use audit::AuditConfig;
+mod gates;
+
+#[cfg(test)]
+pub use gates::default_gate;
+pub use gates::{GateConfig, GatesConfig, PageFormat, PagingConfig};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,8 @@ struct RawConfig {
     chain: RawChain,
     audit: audit::RawAudit,
     assess: assess::RawAssess,
+    gates: gates::RawGates,
+    paging: gates::RawPaging,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -253,6 +260,8 @@ impl Default for RawConfig {
             },
             audit: audit::RawAudit::default(),
             assess: assess::RawAssess::default(),
+            gates: gates::RawGates::default(),
+            paging: gates::RawPaging::default(),
         }
     }
 }
@@ -298,6 +307,10 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[assess]`: the threshold of `mcp-warden assess`.
     pub assess: AssessConfig,
+    /// The detection gates (`[gates]`).
+    pub gates: GatesConfig,
+    /// Where gate pages go (`[paging]`).
+    pub paging: PagingConfig,
     /// The config file it was read from, if any (for messages).
     pub source: Option<PathBuf>,
 }
@@ -683,6 +696,8 @@ impl Config {
             audit: AuditConfig::from(&raw.audit),
             assess: AssessConfig::try_from(&raw.assess)?,
             chain,
+            gates: gates::resolve_gates(&raw.gates)?,
+            paging: gates::resolve_paging(&raw.paging)?,
             state_dir: rel(raw.state_dir.clone()),
             auth,
             minting,

@@ -12,6 +12,7 @@ mod decide;
 mod downstream;
 mod error;
 mod fixture;
+mod gates;
 mod gateway;
 mod pipeline;
 mod store;

@@ -11,6 +11,7 @@ pub mod assess;
 pub mod audit;
 pub mod classify;
 pub mod contain;
+pub mod gates;
 pub mod keys;
 pub mod pin;
 pub mod policy;
@@ -46,6 +47,9 @@ pub enum Command {
     /// Contain an incident: disable an upstream, revoke its credentials, force approval on
     /// every write.
     Contain(contain::ContainArgs),
+    /// The five detection gates, evaluated from the store now: state, value against the page
+    /// condition, window, owner, firing episode and last page (`--json` for machines).
+    Gates(gates::GatesArgs),
     /// Classify a text as the output safety stage would (`classify FILE`), or score the
     /// classifier on the labelled corpus (`classify --eval`).
     Classify(classify::ClassifyArgs),
@@ -80,6 +84,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit(args) => audit::main(args),
         Command::Assess(args) => assess::main(args),
         Command::Contain(args) => contain::main(args),
+        Command::Gates(args) => gates::main(args),
         Command::Admin(args) => admin::main(args),
         Command::Classify(args) => classify::main(args),
         Command::Keys(args) => keys::main(args),

@@ -32,6 +32,14 @@ pub const AUTH_REFUSED: &str = "mcp_warden_auth_refused_total";
 pub const UPSTREAM_UP: &str = "mcp_warden_upstream_up";
 /// Gauge: 1 while the store accepts audit writes (else calls are refused, fail closed).
 pub const STORE_UP: &str = "mcp_warden_store_up";
+/// 1 while a detection gate fires, else 0 (label `gate`).
+pub const GATE_FIRING: &str = "mcp_warden_gate_firing";
+/// A detection gate's last value: a count, or a ratio in [0, 1] (label `gate`).
+pub const GATE_VALUE: &str = "mcp_warden_gate_value";
+/// Pages delivered, by gate and action (`trigger`, `resolve`).
+pub const PAGES: &str = "mcp_warden_pages_total";
+/// Pages that could not be delivered (retried at the next evaluation), by gate and action.
+pub const PAGE_FAILURES: &str = "mcp_warden_page_failures_total";
 
 /// Latency buckets (seconds) of calls and stages: sub-millisecond gates to minute-long tools.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -102,6 +110,16 @@ fn describe() {
     describe_gauge!(
         STORE_UP,
         "1 while the store accepts audit writes; 0: calls are refused unless audit.fail_open"
+    );
+    describe_gauge!(GATE_FIRING, "1 while the detection gate fires, else 0");
+    describe_gauge!(
+        GATE_VALUE,
+        "the detection gate's last value (a count, or a ratio in [0, 1])"
+    );
+    describe_counter!(PAGES, "gate pages delivered, by gate and action");
+    describe_counter!(
+        PAGE_FAILURES,
+        "gate pages not delivered (retried at the next evaluation)"
     );
 }
 
@@ -187,4 +205,19 @@ pub fn call(
 /// `invalid_token`, `wrong_audience`, `insufficient_scope`.
 pub fn auth_refused(reason: &'static str) {
     metrics::counter!(AUTH_REFUSED, "reason" => reason).increment(1);
+}
+
+/// Export a detection gate's state (`gate` is a static gate name: bounded cardinality).
+pub fn gate(gate: &'static str, firing: bool, value: f64) {
+    metrics::gauge!(GATE_FIRING, "gate" => gate).set(if firing { 1.0 } else { 0.0 });
+    metrics::gauge!(GATE_VALUE, "gate" => gate).set(value);
+}
+
+/// Count one page, delivered or not; `action` is `trigger` or `resolve`.
+pub fn page(gate: &'static str, action: &'static str, delivered: bool) {
+    if delivered {
+        metrics::counter!(PAGES, "gate" => gate, "action" => action).increment(1);
+    } else {
+        metrics::counter!(PAGE_FAILURES, "gate" => gate, "action" => action).increment(1);
+    }
 }

@@ -231,6 +231,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         pins: gateway.config.pins.clone(),
         shutdown: shutdown.clone(),
     };
+    // Detection gates: one evaluator per process, evaluating only while it holds the lease.
+    let pager = if gateway.config.gates.enabled {
+        Some(
+            crate::gates::paging::Pager::new(gateway.config.paging.clone())
+                .context("building the paging HTTP client")?,
+        )
+    } else {
+        None
+    };
     let mut tasks = JoinSet::new();
     if let Some(handle) = metrics {
         tasks.spawn(metrics::upkeep(handle, shutdown.clone()));
@@ -243,6 +252,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         events_tx.clone(),
         shutdown.clone(),
     ));
+    if let Some(pager) = pager {
+        tasks.spawn(crate::gates::evaluator::run(
+            store.clone(),
+            gateway.config.gates.clone(),
+            pager,
+            crate::gates::evaluator::holder_id(),
+            shutdown.clone(),
+        ));
+    }
     for (i, up) in gateway.upstreams.iter().enumerate() {
         tasks.spawn(upstream::supervise(up.clone(), i, env.clone()));
     }

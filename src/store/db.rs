@@ -86,6 +86,8 @@ pub trait StoreRow {
     fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
     /// An integer column.
     fn int(&self, column: &str) -> Result<i64, StoreError>;
+    /// A floating-point column.
+    fn float(&self, column: &str) -> Result<f64, StoreError>;
     /// A time column.
     fn time(&self, column: &str) -> Result<OffsetDateTime, StoreError>;
     /// A nullable time column.
@@ -102,6 +104,9 @@ macro_rules! store_row {
                 Ok(self.try_get(column)?)
             }
             fn int(&self, column: &str) -> Result<i64, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn float(&self, column: &str) -> Result<f64, StoreError> {
                 Ok(self.try_get(column)?)
             }
             fn time(&self, column: &str) -> Result<OffsetDateTime, StoreError> {

@@ -11,6 +11,7 @@ pub mod audit_chain;
 mod bench;
 pub mod control;
 pub(crate) mod db;
+pub mod gates;
 mod postgres;
 pub mod quarantine;
 pub mod reads;

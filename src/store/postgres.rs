@@ -106,7 +106,29 @@ CREATE TABLE IF NOT EXISTS spent_handoffs (
     expires_at TIMESTAMPTZ NOT NULL
 );",
 // `[audit] record_arguments`: the call's arguments as canonical JSON (NULL when not recorded).
-"ALTER TABLE mcp_audit ADD COLUMN IF NOT EXISTS arguments TEXT;"];
+"ALTER TABLE mcp_audit ADD COLUMN IF NOT EXISTS arguments TEXT;",
+// Detection gates (see gates.rs): what each gate remembers between evaluations, and the lease
+// that lets one replica evaluate them.
+"CREATE TABLE IF NOT EXISTS gate_state (
+    gate TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    hits BIGINT NOT NULL,
+    total BIGINT NOT NULL,
+    evaluated_at TIMESTAMPTZ NOT NULL,
+    evaluated_by TEXT NOT NULL,
+    breaching_since TIMESTAMPTZ,
+    firing_since TIMESTAMPTZ,
+    dedup_key TEXT,
+    triggered_at TIMESTAMPTZ,
+    last_page TEXT,
+    last_paged_at TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);"];
 
 /// Connect to `url` (`postgres://…`) and migrate.
 pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {

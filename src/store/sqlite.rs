@@ -105,7 +105,29 @@ ALTER TABLE mcp_audit ADD COLUMN chain_depth INTEGER NOT NULL DEFAULT 0;",
 ALTER TABLE mcp_audit ADD COLUMN row_hash TEXT NOT NULL DEFAULT '';",
 // `[audit] record_arguments`: the call's arguments as canonical JSON (NULL when not recorded).
 // Not a hashed content column: the hashed `args_digest` already binds it (replay checks it).
-"ALTER TABLE mcp_audit ADD COLUMN arguments TEXT;"];
+"ALTER TABLE mcp_audit ADD COLUMN arguments TEXT;",
+// Detection gates (see gates.rs): what each gate remembers between evaluations, and the lease
+// that lets one replica evaluate them.
+"CREATE TABLE IF NOT EXISTS gate_state (
+    gate TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    hits BIGINT NOT NULL,
+    total BIGINT NOT NULL,
+    evaluated_at TEXT NOT NULL,
+    evaluated_by TEXT NOT NULL,
+    breaching_since TEXT,
+    firing_since TEXT,
+    dedup_key TEXT,
+    triggered_at TEXT,
+    last_page TEXT,
+    last_paged_at TEXT
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);"];
 
 const TIME_FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
