@@ -348,13 +348,15 @@ impl Bench {
         std::fs::write(
             &config,
             format!(
-                "store = {}\nregistry_dir = \"registry\"\n",
+                // Every stage on, chain budgets included, with a fan-out limit above what
+                // the benchmark itself sends (the default, 600 per 10 s, is for agents).
+                "store = {}\nregistry_dir = \"registry\"\n\n[chain]\nmax_fanout = 10000000\n",
                 toml_str(&format!("sqlite://{}", store.display()))
             ),
         )
         .with_context(|| format!("writing {}", config.display()))?;
         let entry = format!(
-            "{upstream}\nprefix = \"notes\"\ndomain = \"notes\"\ncredential = \"none\"\nenabled = true\n\n[tools]\necho = \"read\"\n"
+            "{upstream}\nprefix = \"notes\"\ndomain = \"notes\"\ncredential = \"minted\"\nenabled = true\n\n[tools]\necho = \"read\"\n"
         );
         std::fs::write(dir.join("registry").join("notes.toml"), entry)
             .context("writing registry/notes.toml")?;

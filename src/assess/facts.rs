@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::config::{ChainConfig, Config, StoreUrl};
 use crate::decide::policy::PolicySet;
 use crate::decide::scopes::Scopes;
+use crate::gates::GateKind;
 use crate::gateway::policies;
 use crate::store::Store;
 use crate::store::reads::Evidence;
@@ -95,18 +96,23 @@ pub struct Deployment {
     pub audit_note: String,
 }
 
-/// Which detection gates the configuration turns on.
-///
-/// WIRING POINT: a `[gates]` section is being added to `Config` in parallel. Until it lands
-/// every gate is on by default (DESIGN.md: the five gates ship on); once it does, read each
-/// gate's `enabled` here and nothing else in `assess` changes.
-pub fn gate_coverage(_config: &Config) -> GateCoverage {
+/// Which detection gates the configuration turns on: `gates.enabled` (the gateway evaluates
+/// them at all) and each `[gates.NAME] enabled`.
+pub fn gate_coverage(config: &Config) -> GateCoverage {
+    let on = |kind: GateKind| {
+        config.gates.enabled
+            && config
+                .gates
+                .gates
+                .iter()
+                .any(|g| g.kind == kind && g.enabled)
+    };
     GateCoverage {
-        unapproved_writes: true,
-        registry_drift: true,
-        manifest_drift: true,
-        scope_mismatch: true,
-        quarantine_ratio: true,
+        unapproved_writes: on(GateKind::UnapprovedWrites),
+        registry_drift: on(GateKind::RegistryDrift),
+        manifest_drift: on(GateKind::ManifestDrift),
+        scope_mismatch: on(GateKind::ScopeMismatch),
+        quarantine_ratio: on(GateKind::QuarantineRatio),
     }
 }
 

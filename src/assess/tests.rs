@@ -380,3 +380,18 @@ async fn evidence_counts_the_signals_of_the_window() {
         }
     );
 }
+
+#[test]
+fn gate_coverage_follows_the_gates_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.toml");
+    std::fs::write(&path, "[gates.scope_mismatch]\nenabled = false\n").unwrap();
+    let config = crate::config::Config::load(Some(&path)).unwrap();
+    let some = super::facts::gate_coverage(&config);
+    assert!(some.unapproved_writes && some.quarantine_ratio);
+    assert!(!some.scope_mismatch);
+    std::fs::write(&path, "[gates]\nenabled = false\n").unwrap();
+    let config = crate::config::Config::load(Some(&path)).unwrap();
+    let none = super::facts::gate_coverage(&config);
+    assert!(!none.unapproved_writes && !none.registry_drift && !none.manifest_drift);
+}

@@ -54,6 +54,7 @@ from harness import (
     agent_as,
     eventually,
     gateway_env,
+    http_agent,
     http_request,
     notes_upstream,
     pending_approval,
@@ -582,3 +583,48 @@ async def test_the_containment_script_disables_revokes_and_forces_approval(deplo
     assert [(r["audience"], r["revoked_by"]) for r in rows] == [("https://notes.internal", "bob")], rows
     admin = [r for r in dep.audit_rows() if r["server_name"] == "mcp-warden" and r["actor_id"] == "bob"]
     assert sorted(r["tool_name"] for r in admin) == ["emergency_write_approval", "registry_disable", "tokens_revoke"], admin
+
+
+async def test_two_replicas_on_postgres_evaluate_the_gates_once_and_page_once(deploy, pg_store):
+    """Gates are evaluated by one replica (the `gates` lease in PostgreSQL), not once per
+    replica: an unapproved write made through replica B pages exactly once, however many
+    evaluation rounds both replicas run."""
+    from test_gates import webhook
+
+    with webhook() as hook:
+        dep = deploy(
+            {"notes": notes_upstream()},
+            extra={"store": pg_store, "gates": {"interval_sec": 0.2}, "paging": {"webhook_url": hook.url}},
+        )
+        with HttpGateway(dep) as one, HttpGateway(dep) as two:
+            for gw in (one, two):
+                await anyio.to_thread.run_sync(gw.wait_ready)
+            async with http_agent(two, "auto") as agent:
+                await wait_for_tools(agent, {"notes__add_note"})
+                added = await agent.client.call_tool("notes__add_note", {"title": "t", "body": "b"})
+                assert not added.is_error
+
+            async def paged() -> list | None:
+                return hook.of("unapproved_writes") or None
+
+            await eventually(paged, timeout=20, what="a page")
+
+            def evaluation() -> tuple[str, float]:
+                row = pg_rows(
+                    pg_store,
+                    "SELECT evaluated_by, EXTRACT(EPOCH FROM evaluated_at) AS at FROM gate_state "
+                    "WHERE gate = 'unapproved_writes'",
+                )[0]
+                return row["evaluated_by"], float(row["at"])
+
+            first = evaluation()
+
+            async def rounds_later() -> bool:
+                return evaluation()[1] - first[1] > 2
+
+            await eventually(rounds_later, timeout=20, what="ten more evaluation rounds")
+            assert evaluation()[0] == first[0], "one replica keeps evaluating"
+            assert [p["status"] for p in hook.of("unapproved_writes")] == ["firing"]
+            leases = pg_rows(pg_store, "SELECT name, holder FROM leases")
+            assert [(r["name"], r["holder"]) for r in leases] == [("gates", first[0])]
+            report(f"gates: evaluated by one replica ({first[0]}), 1 page for the episode")
