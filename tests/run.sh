@@ -29,24 +29,24 @@ else
 fi
 
 step "PostgreSQL store tests (the store's unit tests again, on PostgreSQL)"
-# The machine's PostgreSQL (trust auth, database `test`) unless WARDEN_TEST_PG names another.
-export WARDEN_TEST_PG="${WARDEN_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}"
+# The machine's PostgreSQL (trust auth, database `test`) unless MCPW_TEST_PG names another.
+export MCPW_TEST_PG="${MCPW_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}"
 pg_missing=""
-if command -v psql >/dev/null 2>&1 && psql "$WARDEN_TEST_PG" -qAtc 'SELECT 1' >/dev/null 2>&1; then
+if command -v psql >/dev/null 2>&1 && psql "$MCPW_TEST_PG" -qAtc 'SELECT 1' >/dev/null 2>&1; then
     # Test schemas of earlier runs (each test makes a fresh one) are dropped first.
-    psql "$WARDEN_TEST_PG" -qAt -c "SELECT 'DROP SCHEMA ' || nspname || ' CASCADE;' FROM pg_namespace WHERE nspname LIKE 't\_%'" \
-        | psql "$WARDEN_TEST_PG" -q >/dev/null || true
-    psql "$WARDEN_TEST_PG" -qAt -c "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'warden\_t\_%'" \
-        | psql "$WARDEN_TEST_PG" -q >/dev/null || true
+    psql "$MCPW_TEST_PG" -qAt -c "SELECT 'DROP SCHEMA ' || nspname || ' CASCADE;' FROM pg_namespace WHERE nspname LIKE 't\_%'" \
+        | psql "$MCPW_TEST_PG" -q >/dev/null || true
+    psql "$MCPW_TEST_PG" -qAt -c "SELECT 'DROP DATABASE ' || quote_ident(datname) || ';' FROM pg_database WHERE datname LIKE 'warden\_t\_%'" \
+        | psql "$MCPW_TEST_PG" -q >/dev/null || true
     if cargo nextest --version >/dev/null 2>&1; then
-        WARDEN_TEST_STORE=postgres cargo nextest run --bin mcp-warden --locked --no-fail-fast store::
+        MCPW_TEST_STORE=postgres cargo nextest run --bin mcp-warden --locked --no-fail-fast store::
     else
-        WARDEN_TEST_STORE=postgres cargo test --bin mcp-warden --locked --no-fail-fast store::
+        MCPW_TEST_STORE=postgres cargo test --bin mcp-warden --locked --no-fail-fast store::
     fi
 else
-    pg_missing="no PostgreSQL reachable at $WARDEN_TEST_PG (and psql)"
-    export WARDEN_SKIP_PG=1
-    printf '\n!!! PostgreSQL tests NOT RUN: %s. Set WARDEN_TEST_PG to a database this user may create schemas and databases in.\n' "$pg_missing"
+    pg_missing="no PostgreSQL reachable at $MCPW_TEST_PG (and psql)"
+    export MCPW_SKIP_PG=1
+    printf '\n!!! PostgreSQL tests NOT RUN: %s. Set MCPW_TEST_PG to a database this user may create schemas and databases in.\n' "$pg_missing"
 fi
 
 step "end-to-end tests (Python mcp SDK, third-party upstreams)"

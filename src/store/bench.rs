@@ -5,7 +5,7 @@
 //! ```
 //!
 //! For each backend (SQLite in a temporary folder; PostgreSQL in a fresh schema of
-//! `WARDEN_TEST_PG`, skipped with a message when there is none):
+//! `MCPW_TEST_PG`, skipped with a message when there is none):
 //! - sustained throughput: 32 tasks queue 100,000 rows through the [`AuditSink`] (spool
 //!   append + queue, what a call does) and the clock stops when the last row is committed;
 //! - the call path's cost: the time one `record` takes (spool append and queueing), median
@@ -154,6 +154,6 @@ async fn bench() {
         let (db, store) = super::temp_pg_store().await;
         run("postgres", db, store).await;
     } else {
-        println!("  postgres: skipped, no PostgreSQL at {url} (set WARDEN_TEST_PG)");
+        println!("  postgres: skipped, no PostgreSQL at {url} (set MCPW_TEST_PG)");
     }
 }

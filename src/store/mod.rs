@@ -401,7 +401,7 @@ pub async fn start(
 }
 
 /// Where a test store lives: a temporary folder (SQLite) or a fresh schema of the test
-/// PostgreSQL (`WARDEN_TEST_PG`, default `postgres://postgres@127.0.0.1:5432/test`).
+/// PostgreSQL (`MCPW_TEST_PG`, default `postgres://postgres@127.0.0.1:5432/test`).
 #[cfg(test)]
 pub struct TestDb {
     dir: tempfile::TempDir,
@@ -431,16 +431,16 @@ impl TestDb {
 /// The test PostgreSQL's URL.
 #[cfg(test)]
 pub fn test_pg_url() -> String {
-    std::env::var("WARDEN_TEST_PG")
+    std::env::var("MCPW_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// A migrated store for a test: SQLite in a fresh temporary folder, or, when
-/// `WARDEN_TEST_STORE=postgres` (tests/run.sh runs the store's tests both ways), a fresh
+/// `MCPW_TEST_STORE=postgres` (tests/run.sh runs the store's tests both ways), a fresh
 /// schema of the test PostgreSQL.
 #[cfg(test)]
 pub async fn temp_store() -> (TestDb, Store) {
-    if std::env::var("WARDEN_TEST_STORE").as_deref() == Ok("postgres") {
+    if std::env::var("MCPW_TEST_STORE").as_deref() == Ok("postgres") {
         return temp_pg_store().await;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -458,7 +458,7 @@ pub async fn temp_pg_store() -> (TestDb, Store) {
     let admin = sqlx::PgPool::connect_with(base.clone())
         .await
         .unwrap_or_else(|e| {
-            panic!("PostgreSQL tests need a PostgreSQL at {url} (set WARDEN_TEST_PG): {e}")
+            panic!("PostgreSQL tests need a PostgreSQL at {url} (set MCPW_TEST_PG): {e}")
         });
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&admin)

@@ -9,10 +9,10 @@ replicas"). Each replica spawns its own notes (and whoami) upstream process, so 
 *data* is per replica here; what is shared is everything in the store: approvals, the control
 state (disabled upstreams, emergency write-approval mode, revocations) and the audit chain.
 
-PostgreSQL: the base URL comes from `WARDEN_TEST_PG` (default
+PostgreSQL: the base URL comes from `MCPW_TEST_PG` (default
 `postgres://postgres@127.0.0.1:5432/test`); every test creates its own database
 `warden_t_<random>` through `psql` and drops it afterwards. When PostgreSQL cannot be reached
-the tests FAIL, unless `WARDEN_SKIP_PG=1`, which skips them with the reason.
+the tests FAIL, unless `MCPW_SKIP_PG=1`, which skips them with the reason.
 
 The containment delays measured here (from the admin action's answer on one replica until the
 other enforces it) are printed as `replicas: …` lines (`run.sh -k replicas -s` shows them).
@@ -112,7 +112,7 @@ def report(line: str) -> None:
 
 
 def pg_base() -> str:
-    return os.environ.get("WARDEN_TEST_PG", PG_DEFAULT)
+    return os.environ.get("MCPW_TEST_PG", PG_DEFAULT)
 
 
 def with_db(url: str, db: str) -> str:
@@ -151,13 +151,13 @@ def pg_unreachable(base: str) -> str | None:
 
 @pytest.fixture
 def pg_store() -> Iterator[str]:
-    """A fresh database `warden_t_<random>` on the PostgreSQL of WARDEN_TEST_PG; its URL."""
+    """A fresh database `warden_t_<random>` on the PostgreSQL of MCPW_TEST_PG; its URL."""
     base = pg_base()
     if why := pg_unreachable(base):
-        message = f"PostgreSQL is needed for the replica tests ({why}); set WARDEN_TEST_PG to a reachable server"
-        if os.environ.get("WARDEN_SKIP_PG") == "1":
-            pytest.skip(f"WARDEN_SKIP_PG=1: {message}")
-        pytest.fail(f"{message}, or WARDEN_SKIP_PG=1 to skip these tests", pytrace=False)
+        message = f"PostgreSQL is needed for the replica tests ({why}); set MCPW_TEST_PG to a reachable server"
+        if os.environ.get("MCPW_SKIP_PG") == "1":
+            pytest.skip(f"MCPW_SKIP_PG=1: {message}")
+        pytest.fail(f"{message}, or MCPW_SKIP_PG=1 to skip these tests", pytrace=False)
     name = f"warden_t_{secrets.token_hex(6)}"
     made = psql(base, f"CREATE DATABASE {name}")
     assert made.returncode == 0, f"CREATE DATABASE {name} failed: {made.stderr}"
