@@ -51,8 +51,12 @@ pub async fn serve(
             "developer setting: unauthenticated loopback requests act as the local principal (auth.allow_anonymous_loopback)"
         );
     }
+    // A stateless (2026-07-28) request whose handler answers without a notification first
+    // gets a plain `application/json` response; one that reports progress or logs first falls
+    // back to an SSE stream, so nothing is lost. Legacy sessions keep their SSE streams.
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(true)
+        .with_json_response(true)
         .with_max_request_body_bytes(MAX_BODY)
         .with_cancellation_token(shutdown.child_token());
     let factory_gw = gw.clone();

@@ -58,6 +58,23 @@ const UPKEEP: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The hot path's histograms, each registered at its first use once the recorder is installed
+/// (a `histogram!` per call is a registry lookup, hash and lock, every time; a series that was
+/// never used stays absent, as before).
+static STAGES: [OnceLock<metrics::Histogram>; 7] = [const { OnceLock::new() }; 7];
+static APPROVAL_WAIT_H: OnceLock<metrics::Histogram> = OnceLock::new();
+static CALL_H: OnceLock<metrics::Histogram> = OnceLock::new();
+
+/// `slot`'s handle, made by `make`; `None` until the recorder is installed (a handle taken
+/// before it would record nowhere, for good).
+fn hot(
+    slot: &'static OnceLock<metrics::Histogram>,
+    make: impl FnOnce() -> metrics::Histogram,
+) -> Option<&'static metrics::Histogram> {
+    HANDLE.get()?.as_ref()?;
+    Some(slot.get_or_init(make))
+}
+
 /// Install the process's Prometheus recorder, once; later calls return the same handle. `None`
 /// (logged) when the recorder cannot be built or another recorder is already installed: the
 /// gateway then runs without metrics and `/metrics` answers 503.
@@ -168,19 +185,43 @@ pub enum Stage {
 pub fn stage(stage: Stage, since: Instant) {
     let d = since.elapsed();
     // Literal labels: the `metrics` macros make them static keys (no allocation).
-    match stage {
-        Stage::Gates => metrics::histogram!(STAGE_DURATION, "stage" => "gates").record(d),
-        Stage::Policy => metrics::histogram!(STAGE_DURATION, "stage" => "policy").record(d),
+    let (index, make): (usize, fn() -> metrics::Histogram) = match stage {
+        Stage::Gates => (
+            0,
+            || metrics::histogram!(STAGE_DURATION, "stage" => "gates"),
+        ),
+        Stage::Policy => (
+            1,
+            || metrics::histogram!(STAGE_DURATION, "stage" => "policy"),
+        ),
         Stage::Approval => {
-            metrics::histogram!(STAGE_DURATION, "stage" => "approval").record(d);
-            metrics::histogram!(APPROVAL_WAIT).record(d);
+            if let Some(h) = hot(&APPROVAL_WAIT_H, || metrics::histogram!(APPROVAL_WAIT)) {
+                h.record(d);
+            }
+            (
+                2,
+                || metrics::histogram!(STAGE_DURATION, "stage" => "approval"),
+            )
         }
-        Stage::Credential => {
-            metrics::histogram!(STAGE_DURATION, "stage" => "credential").record(d);
-        }
-        Stage::Dispatch => metrics::histogram!(STAGE_DURATION, "stage" => "dispatch").record(d),
-        Stage::Output => metrics::histogram!(STAGE_DURATION, "stage" => "output").record(d),
-        Stage::Audit => metrics::histogram!(STAGE_DURATION, "stage" => "audit").record(d),
+        Stage::Credential => (
+            3,
+            || metrics::histogram!(STAGE_DURATION, "stage" => "credential"),
+        ),
+        Stage::Dispatch => (
+            4,
+            || metrics::histogram!(STAGE_DURATION, "stage" => "dispatch"),
+        ),
+        Stage::Output => (
+            5,
+            || metrics::histogram!(STAGE_DURATION, "stage" => "output"),
+        ),
+        Stage::Audit => (
+            6,
+            || metrics::histogram!(STAGE_DURATION, "stage" => "audit"),
+        ),
+    };
+    if let Some(h) = STAGES.get(index).and_then(|slot| hot(slot, make)) {
+        h.record(d);
     }
 }
 
@@ -198,7 +239,9 @@ pub fn call(
     if !output.is_empty() {
         metrics::counter!(OUTPUT, "decision" => output).increment(1);
     }
-    metrics::histogram!(CALL_DURATION).record(since.elapsed());
+    if let Some(h) = hot(&CALL_H, || metrics::histogram!(CALL_DURATION)) {
+        h.record(since.elapsed());
+    }
 }
 
 /// Count one HTTP request refused at authentication; `reason` is one of `missing`,

@@ -160,7 +160,11 @@ pub(super) async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(std::time::Duration::from_secs(5));
+        .busy_timeout(std::time::Duration::from_secs(5))
+        // 512 KiB of page cache per connection instead of SQLite's 2 MiB: the writer appends
+        // and the periodic reads are indexed; the OS page cache holds the rest. Four connections
+        // at 2 MiB were a sixth of the gateway's peak RSS under load.
+        .pragma("cache_size", "-512");
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)

@@ -358,3 +358,24 @@ async fn rows_from_before_the_chain_are_not_chained_and_the_chain_starts_after_t
         [Problem::Edited { id: 4 }]
     );
 }
+
+/// Batches are cut into the few statement sizes of `SHAPES` only, in order, losing nothing.
+#[test]
+fn batches_use_only_the_fixed_statement_sizes() {
+    for n in [0usize, 1, 3, 4, 5, 37, 63, 64, 65, 255, 256, 1000] {
+        let rows: Vec<usize> = (0..n).collect();
+        let chunks: Vec<&[usize]> = shaped(&rows).collect();
+        assert!(
+            chunks.iter().all(|c| SHAPES.contains(&c.len())),
+            "{n}: {chunks:?}"
+        );
+        let flat: Vec<usize> = chunks.concat();
+        assert_eq!(flat, rows, "{n}: rows lost or reordered");
+        // Largest first: sizes never increase.
+        assert!(chunks.windows(2).all(|w| w[0].len() >= w[1].len()), "{n}");
+    }
+    assert_eq!(
+        shaped(&[0u8; 37]).map(<[u8]>::len).collect::<Vec<_>>(),
+        [16, 16, 4, 1]
+    );
+}
