@@ -213,3 +213,61 @@ async def test_environment_overrides_the_config_file(deploy, tmp_path):
 
 async def _async(value):
     return value
+
+
+def _post_2026(url: str, method: str, name: str, params: dict) -> tuple[int, str, str]:
+    """(status, Content-Type, body) of one stateless 2026-07-28 request, as a raw HTTP POST."""
+    import urllib.error
+    import urllib.request
+
+    body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": method,
+        "params": {**params, "_meta": {
+                **params.get("_meta", {}),
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "e2e-raw", "version": "0"},
+            },
+        },
+    }
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    for k, v in {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": method,
+        "Mcp-Name": name,
+    }.items():
+        req.add_header(k, v)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=20) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode()
+
+
+def test_stateless_http_answers_json_and_streams_only_when_the_call_notifies(deploy):
+    """A 2026-07-28 request whose answer is all there is gets `application/json` (no SSE stream
+    to build and parse); one that reports progress first falls back to SSE, and the progress and
+    the result both arrive."""
+    dep = deploy({"notes": notes_upstream()})
+    with HttpGateway(dep) as gw:
+        status, ctype, body = _post_2026(gw.url, "tools/call", "notes__echo", {"name": "notes__echo", "arguments": {"text": "plain"}})
+        assert status == 200, body
+        assert ctype.startswith("application/json"), (ctype, body)
+        answer = json.loads(body)
+        assert answer["id"] == 7 and "plain" in json.dumps(answer["result"]), answer
+        assert answer["result"].get("resultType") == "complete", answer
+
+        params = {"name": "notes__slow_count", "arguments": {"n": 2, "delay_ms": 10}, "_meta": {"progressToken": "p-1"}}
+        status, ctype, body = _post_2026(gw.url, "tools/call", "notes__slow_count", params)
+        assert status == 200, body
+        assert ctype.startswith("text/event-stream"), (ctype, body)
+        events = [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:") and line[5:].strip()]
+        progress = [e for e in events if e.get("method") == "notifications/progress"]
+        assert [p["params"]["progressToken"] for p in progress] == ["p-1", "p-1"], events
+        final = [e for e in events if e.get("id") == 7]
+        assert len(final) == 1 and "counted 2" in json.dumps(final[0]["result"]), events
