@@ -62,6 +62,16 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// (a `histogram!` per call is a registry lookup, hash and lock, every time; a series that was
 /// never used stays absent, as before).
 static STAGES: [OnceLock<metrics::Histogram>; 7] = [const { OnceLock::new() }; 7];
+/// The `stage` label of each [`Stage`], in declaration order (`stage as usize`).
+const STAGE_LABELS: [&str; 7] = [
+    "gates",
+    "policy",
+    "approval",
+    "credential",
+    "dispatch",
+    "output",
+    "audit",
+];
 static APPROVAL_WAIT_H: OnceLock<metrics::Histogram> = OnceLock::new();
 static CALL_H: OnceLock<metrics::Histogram> = OnceLock::new();
 
@@ -184,43 +194,18 @@ pub enum Stage {
 /// Record that `stage` ran from `since` until now.
 pub fn stage(stage: Stage, since: Instant) {
     let d = since.elapsed();
-    // Literal labels: the `metrics` macros make them static keys (no allocation).
-    let (index, make): (usize, fn() -> metrics::Histogram) = match stage {
-        Stage::Gates => (
-            0,
-            || metrics::histogram!(STAGE_DURATION, "stage" => "gates"),
-        ),
-        Stage::Policy => (
-            1,
-            || metrics::histogram!(STAGE_DURATION, "stage" => "policy"),
-        ),
-        Stage::Approval => {
-            if let Some(h) = hot(&APPROVAL_WAIT_H, || metrics::histogram!(APPROVAL_WAIT)) {
-                h.record(d);
-            }
-            (
-                2,
-                || metrics::histogram!(STAGE_DURATION, "stage" => "approval"),
-            )
-        }
-        Stage::Credential => (
-            3,
-            || metrics::histogram!(STAGE_DURATION, "stage" => "credential"),
-        ),
-        Stage::Dispatch => (
-            4,
-            || metrics::histogram!(STAGE_DURATION, "stage" => "dispatch"),
-        ),
-        Stage::Output => (
-            5,
-            || metrics::histogram!(STAGE_DURATION, "stage" => "output"),
-        ),
-        Stage::Audit => (
-            6,
-            || metrics::histogram!(STAGE_DURATION, "stage" => "audit"),
-        ),
-    };
-    if let Some(h) = STAGES.get(index).and_then(|slot| hot(slot, make)) {
+    if stage == Stage::Approval
+        && let Some(h) = hot(&APPROVAL_WAIT_H, || metrics::histogram!(APPROVAL_WAIT))
+    {
+        h.record(d);
+    }
+    let i = stage as usize;
+    if let (Some(slot), Some(&label)) = (STAGES.get(i), STAGE_LABELS.get(i))
+        && let Some(h) = hot(
+            slot,
+            || metrics::histogram!(STAGE_DURATION, "stage" => label),
+        )
+    {
         h.record(d);
     }
 }
@@ -262,5 +247,28 @@ pub fn page(gate: &'static str, action: &'static str, delivered: bool) {
         metrics::counter!(PAGES, "gate" => gate, "action" => action).increment(1);
     } else {
         metrics::counter!(PAGE_FAILURES, "gate" => gate, "action" => action).increment(1);
+    }
+}
+
+#[cfg(test)]
+mod stage_label_tests {
+    use super::{STAGE_LABELS, Stage};
+
+    /// Each stage is recorded under its own label: the table follows the enum's order.
+    #[test]
+    fn every_stage_has_its_own_label() {
+        let pairs = [
+            (Stage::Gates, "gates"),
+            (Stage::Policy, "policy"),
+            (Stage::Approval, "approval"),
+            (Stage::Credential, "credential"),
+            (Stage::Dispatch, "dispatch"),
+            (Stage::Output, "output"),
+            (Stage::Audit, "audit"),
+        ];
+        assert_eq!(pairs.len(), STAGE_LABELS.len());
+        for (stage, label) in pairs {
+            assert_eq!(STAGE_LABELS.get(stage as usize), Some(&label), "{stage:?}");
+        }
     }
 }
