@@ -900,6 +900,14 @@ def http_request(
     url: str, *, method: str = "POST", body: Any = None, bearer: str | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, str]:
     """(status, body text) of one plain HTTP request (no proxies); `body` is sent as JSON."""
+    status, _, text = http_exchange(url, method=method, body=body, bearer=bearer, headers=headers)
+    return status, text
+
+
+def http_exchange(
+    url: str, *, method: str = "POST", body: Any = None, bearer: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any, str]:
+    """(status, response headers, body text) of one plain HTTP request (no proxies)."""
     import urllib.error
     import urllib.request
 
@@ -914,9 +922,9 @@ def http_request(
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(req, timeout=10) as resp:
-            return resp.status, resp.read().decode(errors="replace")
+            return resp.status, resp.headers, resp.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
+        return exc.code, exc.headers, exc.read().decode(errors="replace")
 
 
 def result_json(result: Any) -> Any:

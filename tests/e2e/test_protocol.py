@@ -19,6 +19,7 @@ from harness import (
     descendants,
     eventually,
     http_agent,
+    http_exchange,
     notes_upstream,
     open_agent,
     python_upstream,
@@ -217,36 +218,23 @@ async def _async(value):
 
 def _post_2026(url: str, method: str, name: str, params: dict) -> tuple[int, str, str]:
     """(status, Content-Type, body) of one stateless 2026-07-28 request, as a raw HTTP POST."""
-    import urllib.error
-    import urllib.request
-
-    body = {
-        "jsonrpc": "2.0",
-        "id": 7,
-        "method": method,
-        "params": {**params, "_meta": {
-                **params.get("_meta", {}),
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-                "io.modelcontextprotocol/clientInfo": {"name": "e2e-raw", "version": "0"},
-            },
-        },
+    meta = {
+        **params.get("_meta", {}),
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "e2e-raw", "version": "0"},
     }
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    for k, v in {
-        "Content-Type": "application/json",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2026-07-28",
-        "Mcp-Method": method,
-        "Mcp-Name": name,
-    }.items():
-        req.add_header(k, v)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=20) as resp:
-            return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode()
+    status, headers, text = http_exchange(
+        url,
+        body={"jsonrpc": "2.0", "id": 7, "method": method, "params": {**params, "_meta": meta}},
+        headers={
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": "2026-07-28",
+            "Mcp-Method": method,
+            "Mcp-Name": name,
+        },
+    )
+    return status, headers.get("Content-Type", ""), text
 
 
 def test_stateless_http_answers_json_and_streams_only_when_the_call_notifies(deploy):
