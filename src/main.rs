@@ -17,6 +17,7 @@ mod gateway;
 mod pipeline;
 mod store;
 mod upstream;
+mod wire;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();

@@ -77,7 +77,7 @@ async fn read_live(
             .context("reading the gateway's signing keys")?,
     );
     let attempt = async {
-        let running = connect::connect(
+        let (running, _lane) = connect::connect(
             spec,
             UpstreamClient::new(shared, refresh, era),
             &http,

@@ -1,5 +1,6 @@
 //! The MCP server agents talk to: stdio and Streamable HTTP, one handler for both.
 
 pub mod http;
+mod lane;
 pub mod session;
 pub mod stdio;

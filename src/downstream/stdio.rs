@@ -7,8 +7,15 @@ use anyhow::Context as _;
 use rmcp::ServiceExt as _;
 use tokio_util::sync::CancellationToken;
 
+use std::time::Duration;
+
+use rmcp::service::RoleServer;
+use rmcp::transport::async_rw::AsyncRwTransport;
+
+use super::lane::AgentLane;
 use super::session::AgentSession;
 use crate::gateway::Gateway;
+use crate::wire;
 
 /// Serve until the agent closes stdin or `shutdown` is cancelled.
 pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -17,25 +24,46 @@ pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> anyhow::Res
         .stdio()
         .context("the stdio principal is not configured")?;
     let session = AgentSession::new(gw, Some(who));
-    let running = match pipes() {
-        // Pipes (what every agent uses) are read and written on the event loop itself.
-        Ok(pipes) => session.serve_with_ct(pipes, shutdown.child_token()).await,
+    let (running, lane) = match pipes() {
+        // Pipes (what every agent uses) are read and written on the event loop itself, with
+        // the fast lane for `tools/call` on them.
+        Ok((stdin, stdout)) => {
+            let (writer, frames, written) = wire::writer(stdout, false);
+            let lane = AgentLane::new(session.clone(), frames);
+            let reader = wire::DivertReader::new(stdin, lane.clone());
+            let transport = AsyncRwTransport::<RoleServer, _, _>::new(reader, writer);
+            let running = session
+                .serve_with_ct(transport, shutdown.child_token())
+                .await
+                .context("the agent's handshake on stdio failed")?;
+            lane.open(running.peer().clone());
+            (running, Some((lane, written)))
+        }
         // Anything else (a file, a terminal) through tokio's blocking-thread stdio.
         Err(error) => {
             tracing::debug!(%error, "stdin/stdout are not pipes; using blocking stdio");
-            session
+            let running = session
                 .serve_with_ct(rmcp::transport::stdio(), shutdown.child_token())
                 .await
+                .context("the agent's handshake on stdio failed")?;
+            (running, None)
         }
+    };
+    let reason = running.waiting().await;
+    // Calls taken by the lane finish like rmcp's own (their rows and answers are written),
+    // then the writer drains.
+    if let Some((lane, written)) = lane {
+        lane.drain(DRAIN).await;
+        drop(lane);
+        let _ = tokio::time::timeout(Duration::from_secs(2), written).await;
     }
-    .context("the agent's handshake on stdio failed")?;
-    let reason = running
-        .waiting()
-        .await
-        .context("the stdio session failed")?;
+    let reason = reason.context("the stdio session failed")?;
     tracing::info!(?reason, "stdio agent session ended");
     Ok(())
 }
+
+/// How long calls still running when the agent closes stdin may take to finish.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// stdin and stdout as non-blocking pipes driven by the event loop. tokio's own stdin/stdout
 /// hand every read and write to a blocking thread, a thread hop per message each way.

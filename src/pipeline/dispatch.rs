@@ -18,6 +18,7 @@ use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleSe
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::pipeline::policy::Permit;
+use crate::upstream::lane::{Lane, LaneError};
 use crate::upstream::{Status, Upstream};
 
 /// Most input-required rounds the gateway answers for a 2025-era agent.
@@ -169,6 +170,12 @@ async fn send_call(
     if let Some(level) = ctx.meta.log_level().or(session_log_level) {
         meta.set_log_level(level);
     }
+    // A stdio upstream's fast lane: the same request, without rmcp's service loop.
+    if let Some(lane) = up.lane() {
+        let mut params = params;
+        params.meta = Some(meta);
+        return lane_call(gw, name, &lane, params, ctx).await;
+    }
     let mut options = PeerRequestOptions::no_options();
     options.meta = Some(meta);
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
@@ -195,6 +202,34 @@ async fn send_call(
             detail: format!("unexpected answer to tools/call: {other:?}"),
         }),
     }
+}
+
+/// One `tools/call` on a stdio upstream's fast lane; progress it reports is routed back to the
+/// agent's token as on rmcp's path. Dropping it cancels the call upstream.
+async fn lane_call(
+    gw: &Gateway,
+    name: &str,
+    lane: &std::sync::Arc<Lane>,
+    params: CallToolRequestParams,
+    ctx: &RequestContext<RoleServer>,
+) -> Result<CallToolResponse, GatewayError> {
+    let failed = |e: LaneError| match e {
+        LaneError::Refused(error) => GatewayError::Refused {
+            name: name.to_owned(),
+            error,
+        },
+        other => GatewayError::Transport {
+            name: name.to_owned(),
+            detail: other.to_string(),
+        },
+    };
+    let agent_token = ctx.meta.get_progress_token();
+    let mut call = lane.call(params, agent_token.is_some()).map_err(failed)?;
+    let _route = agent_token
+        .zip(call.progress_token())
+        .map(|(token, ours)| gw.hub.route_progress(name, ours, ctx.peer.clone(), token));
+    call.send().map_err(failed)?;
+    call.answer().await.map_err(failed)
 }
 
 /// Sends `notifications/cancelled` for a request still pending when dropped.

@@ -3,12 +3,10 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use process_wrap::tokio::{CommandWrap, KillOnDrop, ProcessGroup};
 use rmcp::model::ProtocolVersion;
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService};
-use rmcp::transport::TokioChildProcess;
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
 };
@@ -17,6 +15,7 @@ use tokio::io::AsyncBufReadExt;
 use std::sync::Arc;
 
 use super::client::UpstreamClient;
+use super::lane::Lane;
 use super::registry::{CredentialMode, Delivery, Transport, UpstreamSpec};
 use crate::auth::credentials::Credentials;
 use crate::auth::transport::CredentialClient;
@@ -73,20 +72,28 @@ fn lifecycle(known: Option<&ProtocolVersion>) -> ClientLifecycleMode {
     }
 }
 
+/// A connected upstream, and the fast lane of a stdio one.
+pub type Connected = (
+    RunningService<RoleClient, UpstreamClient>,
+    Option<Arc<Lane>>,
+);
+
 /// The gateway's credentials, and the index of the upstream being connected.
 pub type Creds<'a> = (&'a Arc<Credentials>, usize);
 
 /// Connect to `spec` with `handler` as the client side. `default_cwd` applies when the entry
 /// names none. With `creds`, the upstream gets its credential: on every HTTP request, or at
-/// spawn in its environment (`credential_via = "env"`).
+/// spawn in its environment (`credential_via = "env"`). A stdio upstream also gets its fast
+/// lane for `tools/call`, usable once connected.
 pub async fn connect(
     spec: &UpstreamSpec,
     handler: UpstreamClient,
     http: &reqwest::Client,
     default_cwd: &std::path::Path,
     creds: Creds<'_>,
-) -> Result<RunningService<RoleClient, UpstreamClient>, ConnectError> {
+) -> Result<Connected, ConnectError> {
     let handler_era = handler.era.clone();
+    let info = rmcp::ClientHandler::get_info(&handler);
     match &spec.transport {
         Transport::Stdio {
             program,
@@ -113,10 +120,8 @@ pub async fn connect(
             let mut wrapped = CommandWrap::from(cmd);
             // Own process group, killed with the connection: no child outlives its gateway.
             wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
-            let (transport, stderr) = TokioChildProcess::builder(wrapped)
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|source| ConnectError::Spawn {
+            let (transport, lane, stderr) =
+                super::child::spawn(wrapped).map_err(|source| ConnectError::Spawn {
                     program: program.display().to_string(),
                     source,
                 })?;
@@ -129,10 +134,12 @@ pub async fn connect(
                     }
                 });
             }
-            handler
+            let running = handler
                 .serve_with_lifecycle(transport, lifecycle(handler_era.as_ref()))
                 .await
-                .map_err(|e| ConnectError::Handshake(e.to_string()))
+                .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+            lane.ready(running.peer(), &info);
+            Ok((running, Some(lane)))
         }
         Transport::Http {
             url,
@@ -158,6 +165,7 @@ pub async fn connect(
                 return handler
                     .serve_with_lifecycle(transport, lifecycle(handler_era.as_ref()))
                     .await
+                    .map(|running| (running, None))
                     .map_err(|e| ConnectError::Handshake(e.to_string()));
             }
             let client = CredentialClient::new(
@@ -170,6 +178,7 @@ pub async fn connect(
             handler
                 .serve_with_lifecycle(transport, lifecycle(handler_era.as_ref()))
                 .await
+                .map(|running| (running, None))
                 .map_err(|e| ConnectError::Handshake(e.to_string()))
         }
     }

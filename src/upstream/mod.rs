@@ -2,8 +2,10 @@
 //! supervised connection: started at serve, restarted with backoff when it drops, its manifest
 //! re-read on `list_changed`. While it is down its tools fail with a clear error.
 
+mod child;
 pub mod client;
 pub mod connect;
+pub mod lane;
 pub mod manifest;
 pub mod pinning;
 pub mod registry;
@@ -61,6 +63,8 @@ pub struct Upstream {
     /// Routing state shared with its client handler.
     pub shared: Arc<Shared>,
     conn: ArcSwapOption<Peer<RoleClient>>,
+    /// The fast lane of a stdio connection (published with `conn`).
+    lane: ArcSwapOption<lane::Lane>,
     manifest: ArcSwapOption<Manifest>,
     lock: ArcSwapOption<Lock>,
     verdict: ArcSwapOption<Verdict>,
@@ -88,6 +92,7 @@ impl Upstream {
             spec,
             shared,
             conn: ArcSwapOption::empty(),
+            lane: ArcSwapOption::empty(),
             manifest: ArcSwapOption::empty(),
             lock: ArcSwapOption::empty(),
             verdict: ArcSwapOption::empty(),
@@ -101,6 +106,11 @@ impl Upstream {
     /// The live connection, if any (lock-free).
     pub fn connection(&self) -> Option<Arc<Peer<RoleClient>>> {
         self.conn.load_full()
+    }
+
+    /// The live connection's fast lane for `tools/call`, if it has one and it is usable.
+    pub fn lane(&self) -> Option<Arc<lane::Lane>> {
+        self.lane.load_full().filter(|l| l.usable())
     }
 
     /// The last manifest read (kept while the upstream is down, so its tools fail with a clear
@@ -202,7 +212,7 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
             era.as_deref().and_then(client::era_of),
         );
         let attempt = async {
-            let running = connect::connect(
+            let (running, lane) = connect::connect(
                 &up.spec,
                 handler,
                 &env.http,
@@ -219,14 +229,14 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                 m.server_info = info.server_info.clone();
                 m.protocol_version = Some(info.protocol_version.to_string());
             }
-            Ok::<_, String>((running, m, offered))
+            Ok::<_, String>((running, lane, m, offered))
         };
         let outcome = tokio::select! {
             r = tokio::time::timeout(env.config.connect_timeout, attempt) => r.unwrap_or_else(|_| Err(format!("no answer within {:?}", env.config.connect_timeout))),
             () = env.shutdown.cancelled() => break,
         };
         match outcome {
-            Ok((running, manifest, offered)) => {
+            Ok((running, lane, manifest, offered)) => {
                 failed_last = false;
                 tracing::info!(
                     upstream = %up.spec.name,
@@ -244,6 +254,7 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                 if let Ok(mut w) = up.watched.lock() {
                     w.clear();
                 }
+                up.lane.store(lane);
                 up.conn.store(Some(Arc::new(peer.clone())));
                 up.set_status(Status::Up);
                 let _ = env.changed.send((index, Refresh::Tools));
@@ -280,6 +291,7 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                     }
                 };
                 up.conn.store(None);
+                up.lane.store(None);
                 up.set_status(Status::Down(reason.clone()));
                 let _ = env.changed.send((index, Refresh::Tools));
                 if env.shutdown.is_cancelled() {
