@@ -43,6 +43,8 @@ pub struct DivertReader<R, T> {
     /// Passing an over-long line through until its newline.
     passthrough: bool,
     eof: bool,
+    /// Where each read lands (allocated once).
+    chunk: Box<[u8]>,
 }
 
 impl<R, T: Tap> DivertReader<R, T> {
@@ -56,6 +58,7 @@ impl<R, T: Tap> DivertReader<R, T> {
             out_pos: 0,
             passthrough: false,
             eof: false,
+            chunk: vec![0; CHUNK].into_boxed_slice(),
         }
     }
 
@@ -78,7 +81,10 @@ impl<R, T: Tap> DivertReader<R, T> {
                 Some(i) => {
                     let line = rest.get(..i).unwrap_or_default();
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    if line.iter().all(u8::is_ascii_whitespace) || !self.tap.take(line) {
+                    if line.len() > MAX_TAPPED_LINE
+                        || line.iter().all(u8::is_ascii_whitespace)
+                        || !self.tap.take(line)
+                    {
                         self.out
                             .extend_from_slice(rest.get(..=i).unwrap_or_default());
                     }
@@ -115,8 +121,7 @@ impl<R: AsyncRead + Unpin, T: Tap + Unpin> AsyncRead for DivertReader<R, T> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; CHUNK];
-            let mut read = ReadBuf::new(&mut chunk);
+            let mut read = ReadBuf::new(&mut this.chunk);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(error)) => {
@@ -131,7 +136,9 @@ impl<R: AsyncRead + Unpin, T: Tap + Unpin> AsyncRead for DivertReader<R, T> {
                     this.out.append(&mut this.buf);
                 }
                 Poll::Ready(Ok(())) => {
-                    this.buf.extend_from_slice(read.filled());
+                    let n = read.filled().len();
+                    this.buf
+                        .extend_from_slice(this.chunk.get(..n).unwrap_or_default());
                     this.sort();
                 }
             }

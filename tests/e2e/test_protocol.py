@@ -259,3 +259,79 @@ def test_stateless_http_answers_json_and_streams_only_when_the_call_notifies(dep
         assert [p["params"]["progressToken"] for p in progress] == ["p-1", "p-1"], events
         final = [e for e in events if e.get("id") == 7]
         assert len(final) == 1 and "counted 2" in json.dumps(final[0]["result"]), events
+
+
+def test_raw_stdio_calls_are_each_answered_once_even_when_stdin_closes_at_once(deploy):
+    """Over stdio, `tools/call` lines take the gateway's fast lane (src/downstream/lane.rs and
+    src/upstream/lane.rs). Forty calls written in one go, under numeric and string ids, are each
+    answered exactly once under their own id with their own text; a call with a progress token
+    gets its progress under the agent's token; malformed lines get rmcp's own treatment;
+    and closing stdin right after the last request loses no answer (the session drains first)."""
+    import os
+    import subprocess
+
+    from harness import warden_bin
+
+    dep = deploy({"notes": notes_upstream()})
+    dep.ensure_pinned()
+    with dep.log_path("gateway-raw-stdio").open("w") as errlog:
+        proc = subprocess.Popen(
+            [str(warden_bin()), "serve", "--stdio", "--config", str(dep.config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errlog,
+            cwd=str(dep.root),
+            env={**os.environ, "RUST_LOG": "info", **dep.env},
+        )
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+
+            def send(message: dict | str) -> None:
+                line = message if isinstance(message, str) else json.dumps(message)
+                proc.stdin.write((line + "\n").encode())
+                proc.stdin.flush()
+
+            send({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+            first = json.loads(proc.stdout.readline())
+            assert first["id"] == "init" and "result" in first, first
+            send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            # Wait for the catalog, so every call below finds its tool.
+            for attempt in range(200):
+                send({"jsonrpc": "2.0", "id": f"list-{attempt}", "method": "tools/list", "params": {}})
+                listed = json.loads(proc.stdout.readline())
+                if "notes__echo" in json.dumps(listed):
+                    break
+            else:
+                pytest.fail("notes__echo never listed")
+            ids: list[int | str] = [i if i % 2 else f"s-{i}" for i in range(1, 41)]
+            batch = [json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                                 "params": {"name": "notes__echo", "arguments": {"text": f"text of {i}"}}}) for i in ids]
+            batch.insert(20, "{this is not json")
+            batch.insert(30, json.dumps({"hello": "world"}))
+            batch.append(json.dumps({"jsonrpc": "2.0", "id": "progress", "method": "tools/call", "params": {
+                "name": "notes__slow_count", "arguments": {"n": 2, "delay_ms": 50}, "_meta": {"progressToken": "agent-token"}}}))
+            proc.stdin.write(("\n".join(batch) + "\n").encode())
+            proc.stdin.close()
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    messages = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    answers: dict[object, list[dict]] = {}
+    for m in messages:
+        if "id" in m and "method" not in m:
+            answers.setdefault(json.dumps(m["id"]), []).append(m)
+    for i in ids:
+        got = answers.get(json.dumps(i), [])
+        assert len(got) == 1, (i, got)
+        assert f"text of {i}" in json.dumps(got[0].get("result")), got[0]
+    parse_errors = answers.get("null", [])
+    # rmcp's framing rules, unchanged by the lane: unparsable input is ignored, well-formed
+    # JSON that is no message gets Invalid Request.
+    assert len(parse_errors) == 1 and parse_errors[0]["error"]["code"] == -32600, parse_errors
+    counted = answers.get(json.dumps("progress"), [])
+    assert len(counted) == 1 and "counted 2" in json.dumps(counted[0]["result"]), counted
+    progress = [m for m in messages if m.get("method") == "notifications/progress"]
+    assert [p["params"]["progressToken"] for p in progress] == ["agent-token", "agent-token"], progress
+    assert proc.returncode == 0, dep.log_path("gateway-raw-stdio").read_text()[-3000:]

@@ -1,4 +1,4 @@
-use rmcp::model::RawContent;
+use rmcp::model::ContentBlock;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use super::*;
@@ -22,8 +22,8 @@ fn text(response: &CallToolResponse) -> String {
     let CallToolResponse::Complete(r) = response else {
         panic!("not complete: {response:?}")
     };
-    match &r.content.first().unwrap().raw {
-        RawContent::Text(t) => t.text.clone(),
+    match r.content.first().unwrap() {
+        ContentBlock::Text(t) => t.text.clone(),
         other => panic!("not text: {other:?}"),
     }
 }
@@ -61,8 +61,8 @@ fn answers_decode_into_the_type_their_result_type_names() {
     }
 }
 
-#[test]
-fn only_answers_to_lane_ids_are_taken() {
+#[tokio::test]
+async fn only_answers_to_lane_ids_are_taken() {
     let (lane, _far) = lane();
     for (line, taken) in [
         (&br#"{"jsonrpc":"2.0","id":3,"result":{}}"#[..], false),
