@@ -29,6 +29,12 @@ pub trait Tap: Send + Sync + 'static {
 
     /// The stream ended (EOF or a read error): nothing more will be taken.
     fn closed(&self);
+
+    /// What must finish before rmcp hears the EOF (the agent's lane calls: they may still
+    /// talk to the agent through rmcp's peer). Ready at once by default.
+    fn drained(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Reads a pipe, hands the lines its tap takes to the tap, and yields the rest.
@@ -43,6 +49,8 @@ pub struct DivertReader<R, T> {
     /// Passing an over-long line through until its newline.
     passthrough: bool,
     eof: bool,
+    /// Set at EOF: rmcp hears the EOF once this is done.
+    draining: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// Where each read lands (allocated once).
     chunk: Box<[u8]>,
 }
@@ -58,6 +66,7 @@ impl<R, T: Tap> DivertReader<R, T> {
             out_pos: 0,
             passthrough: false,
             eof: false,
+            draining: None,
             chunk: vec![0; CHUNK].into_boxed_slice(),
         }
     }
@@ -119,6 +128,12 @@ impl<R: AsyncRead + Unpin, T: Tap + Unpin> AsyncRead for DivertReader<R, T> {
                 return Poll::Ready(Ok(()));
             }
             if this.eof {
+                if let Some(draining) = this.draining.as_mut() {
+                    if draining.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.draining = None;
+                }
                 return Poll::Ready(Ok(()));
             }
             let mut read = ReadBuf::new(&mut this.chunk);
@@ -133,6 +148,7 @@ impl<R: AsyncRead + Unpin, T: Tap + Unpin> AsyncRead for DivertReader<R, T> {
                     // EOF: a last line without its newline is rmcp's to judge.
                     this.eof = true;
                     this.tap.closed();
+                    this.draining = Some(this.tap.drained());
                     this.out.append(&mut this.buf);
                 }
                 Poll::Ready(Ok(())) => {
@@ -176,6 +192,11 @@ impl Frames {
     /// Whether the writer has stopped (pipe closed or failed).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Completes once the writer has stopped.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
     }
 }
 
@@ -282,6 +303,18 @@ impl AsyncWrite for FrameWriter {
         }
         flushed
     }
+}
+
+/// Whether a tool's schema asks for any of its arguments in `Mcp-Param-*` headers.
+pub fn declares_param_headers(schema: &serde_json::Map<String, serde_json::Value>) -> bool {
+    fn any(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Object(map) => declares_param_headers(map),
+            serde_json::Value::Array(items) => items.iter().any(any),
+            _ => false,
+        }
+    }
+    schema.contains_key("x-mcp-header") || schema.values().any(any)
 }
 
 #[cfg(test)]

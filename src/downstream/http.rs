@@ -11,12 +11,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use super::http_lane::HttpLane;
 use super::session::AgentSession;
 use crate::admin::{self, actions::Admin};
 use crate::auth::inbound::TokenError;
@@ -24,7 +25,7 @@ use crate::gateway::{Gateway, metrics};
 use crate::pipeline::authenticate::{self, Authenticated, AuthnError};
 
 /// Largest JSON-RPC body accepted from an agent.
-const MAX_BODY: usize = 4 * 1024 * 1024;
+pub(super) const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// Serve on the bound `listener` until `shutdown` is cancelled. Without inbound
 /// authentication (API keys or trusted issuers) only a loopback address may be served.
@@ -80,7 +81,14 @@ pub async fn serve(
         gw: gw.clone(),
         anonymous_ok,
     });
+    // A stateless 2026-07-28 `tools/call` the HTTP lane can judge exactly is answered by it;
+    // every other request goes to rmcp as it came.
+    let posts = Arc::new(Posts {
+        lane: HttpLane::new(gw.clone(), shutdown.child_token()),
+        rmcp: mcp.clone(),
+    });
     let mcp = Router::new()
+        .route("/", post(mcp_post).with_state(posts))
         .fallback_service(mcp)
         .layer(middleware::from_fn_with_state(
             auth.clone(),
@@ -150,6 +158,57 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("HTTP server failed")
+}
+
+/// What a POST to `/mcp` may go to.
+struct Posts {
+    lane: Arc<HttpLane>,
+    rmcp: StreamableHttpService<AgentSession, LocalSessionManager>,
+}
+
+/// A POST to `/mcp`: the HTTP lane's if it takes it, else rmcp's.
+async fn mcp_post(State(posts): State<Arc<Posts>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    // Only a body of declared length within the limit is read here; rmcp judges the rest.
+    if declared.is_none_or(|len| len > MAX_BODY)
+        || parts
+            .headers
+            .get("mcp-method")
+            .map(http::HeaderValue::as_bytes)
+            != Some(b"tools/call")
+    {
+        return rmcp(&posts, Request::from_parts(parts, body)).await;
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::debug!(%error, "request body not read");
+            return (
+                StatusCode::BAD_REQUEST,
+                "Bad Request: the body could not be read",
+            )
+                .into_response();
+        }
+    };
+    match posts.lane.call(parts, body).await {
+        Ok(response) => response,
+        Err((parts, body)) => {
+            rmcp(
+                &posts,
+                Request::from_parts(parts, axum::body::Body::from(body)),
+            )
+            .await
+        }
+    }
+}
+
+async fn rmcp(posts: &Posts, request: Request) -> Response {
+    posts.rmcp.handle(request).await.map(axum::body::Body::new)
 }
 
 /// What request authentication needs.

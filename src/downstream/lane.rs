@@ -50,9 +50,10 @@ impl AgentLane {
         let _ = self.peer.set(peer);
     }
 
-    /// The agent is gone: let calls in flight finish within `grace` (their audit rows and
-    /// answers are written), cancel the rest, and release the writer.
-    pub async fn drain(&self, grace: Duration) {
+    /// Calls in flight when the agent closed stdin finish within `grace` (their audit rows
+    /// and answers are written, and rmcp's peer stays up for their progress), the rest are
+    /// cancelled (2 s more for their rows).
+    async fn drain(self: Arc<Self>, grace: Duration) {
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait())
             .await
@@ -62,6 +63,10 @@ impl AgentLane {
             self.stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
         }
+    }
+
+    /// Let go of the writer (once rmcp is done too, stdout closes).
+    pub fn release(&self) {
         if let Ok(mut frames) = self.frames.lock() {
             frames.take();
         }
@@ -179,4 +184,12 @@ impl Tap for Arc<AgentLane> {
     }
 
     fn closed(&self) {}
+
+    fn drained(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.clone().drain(DRAIN))
+    }
 }
+
+/// How long calls still running when the agent closes stdin may take to finish (as rmcp
+/// gives its own handlers).
+const DRAIN: Duration = Duration::from_secs(5);

@@ -49,11 +49,10 @@ pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> anyhow::Res
             (running, None)
         }
     };
+    // rmcp hears stdin's EOF only once the lane's calls are done (see `AgentLane::drained`).
     let reason = running.waiting().await;
-    // Calls taken by the lane finish like rmcp's own (their rows and answers are written),
-    // then the writer drains.
     if let Some((lane, written)) = lane {
-        lane.drain(DRAIN).await;
+        lane.release();
         drop(lane);
         let _ = tokio::time::timeout(Duration::from_secs(2), written).await;
     }
@@ -61,9 +60,6 @@ pub async fn serve(gw: Arc<Gateway>, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!(?reason, "stdio agent session ended");
     Ok(())
 }
-
-/// How long calls still running when the agent closes stdin may take to finish.
-const DRAIN: Duration = Duration::from_secs(5);
 
 /// stdin and stdout as non-blocking pipes driven by the event loop. tokio's own stdin/stdout
 /// hand every read and write to a blocking thread, a thread hop per message each way.

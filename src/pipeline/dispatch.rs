@@ -18,7 +18,10 @@ use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RoleClient, RoleSe
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::pipeline::policy::Permit;
-use crate::upstream::lane::{Lane, LaneError};
+use crate::upstream::Fast;
+use crate::upstream::http_lane::HttpLane;
+use crate::upstream::lane::{Lane, LaneError, LaneEvent};
+use crate::upstream::registry::CredentialMode;
 use crate::upstream::{Status, Upstream};
 
 /// Most input-required rounds the gateway answers for a 2025-era agent.
@@ -31,10 +34,19 @@ pub fn agent_is_legacy(ctx: &RequestContext<RoleServer>) -> bool {
         .is_none_or(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str())
 }
 
-/// Fail with `Unavailable` unless the upstream is connected.
+/// Fail with `Unavailable` unless the upstream is connected (a stdio connection whose pipe
+/// has closed is not, even before its supervisor has noticed).
 pub fn connected(
     up: &Upstream,
 ) -> Result<std::sync::Arc<rmcp::service::Peer<rmcp::service::RoleClient>>, GatewayError> {
+    if let Some(Fast::Stdio(lane)) = up.lane().as_deref()
+        && lane.is_closed()
+    {
+        return Err(GatewayError::Unavailable {
+            name: up.spec.name.clone(),
+            reason: "its process exited; restarting".to_owned(),
+        });
+    }
     up.connection().ok_or_else(|| GatewayError::Unavailable {
         name: up.spec.name.clone(),
         reason: match up.status() {
@@ -71,12 +83,28 @@ pub async fn call_tool(
     (permit, credential): (&Permit, Option<&str>),
     session_log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, GatewayError> {
+    // The HTTP lane takes a tool only if it needs no `Mcp-Param-*` headers (judged on the
+    // pinned definition, under the exposed name the call still carries here).
+    let http_ok = gw
+        .catalog
+        .load()
+        .tool_def(&params.name)
+        .is_some_and(|tool| HttpLane::takes(original, &tool.input_schema));
     params.name = original.to_owned().into();
     params.meta = None;
     let limit = permit.time_limit(gw.config.upstream.call_timeout);
     let mut retries = permit.retries();
     if retries == 0 {
-        return attempt(gw, up, params, ctx, limit, credential, session_log_level).await;
+        return attempt(
+            gw,
+            up,
+            params,
+            ctx,
+            limit,
+            (credential, http_ok),
+            session_log_level,
+        )
+        .await;
     }
     loop {
         let result = attempt(
@@ -85,7 +113,7 @@ pub async fn call_tool(
             params.clone(),
             ctx,
             limit,
-            credential,
+            (credential, http_ok),
             session_log_level,
         )
         .await;
@@ -109,7 +137,7 @@ async fn attempt(
     params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
     limit: Duration,
-    credential: Option<&str>,
+    (credential, http_ok): (Option<&str>, bool),
     session_log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, GatewayError> {
     let peer = connected(up)?;
@@ -119,8 +147,16 @@ async fn attempt(
     let mut retry = legacy.then(|| params.clone());
     let name = &up.spec.name;
     bounded(up, limit, ctx, async {
-        let mut response =
-            send_call(gw, up, &peer, params, ctx, credential, session_log_level).await?;
+        let mut response = send_call(
+            gw,
+            up,
+            &peer,
+            params,
+            ctx,
+            (credential, http_ok),
+            session_log_level,
+        )
+        .await?;
         for _ in 0..MAX_INPUT_ROUNDS {
             let (CallToolResponse::InputRequired(ir), Some(again)) = (&response, retry.as_mut())
             else {
@@ -129,7 +165,16 @@ async fn attempt(
             again.input_responses = Some(ask_agent(name, ctx, ir).await?);
             again.request_state.clone_from(&ir.request_state);
             let next = again.clone();
-            response = send_call(gw, up, &peer, next, ctx, credential, session_log_level).await?;
+            response = send_call(
+                gw,
+                up,
+                &peer,
+                next,
+                ctx,
+                (credential, http_ok),
+                session_log_level,
+            )
+            .await?;
         }
         Err(GatewayError::Input {
             name: name.clone(),
@@ -149,7 +194,7 @@ async fn send_call(
     peer: &Peer<RoleClient>,
     params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
-    credential: Option<&str>,
+    (credential, http_ok): (Option<&str>, bool),
     session_log_level: Option<LoggingLevel>,
 ) -> Result<CallToolResponse, GatewayError> {
     let name = &up.spec.name;
@@ -170,11 +215,21 @@ async fn send_call(
     if let Some(level) = ctx.meta.log_level().or(session_log_level) {
         meta.set_log_level(level);
     }
-    // A stdio upstream's fast lane: the same request, without rmcp's service loop.
-    if let Some(lane) = up.lane() {
-        let mut params = params;
-        params.meta = Some(meta);
-        return lane_call(gw, name, &lane, params, ctx).await;
+    // The connection's fast lane: the same request, without rmcp's service loop.
+    match up.lane().as_deref() {
+        Some(Fast::Stdio(lane)) if lane.usable() => {
+            let mut params = params;
+            params.meta = Some(meta);
+            return lane_call(name, lane, params, ctx).await;
+        }
+        Some(Fast::Http(lane))
+            if http_ok && (credential.is_some() || up.spec.credential == CredentialMode::None) =>
+        {
+            let mut params = params;
+            params.meta = Some(meta);
+            return http_lane_call(gw, name, lane, peer, params, credential, ctx).await;
+        }
+        _ => {}
     }
     let mut options = PeerRequestOptions::no_options();
     options.meta = Some(meta);
@@ -204,16 +259,64 @@ async fn send_call(
     }
 }
 
-/// One `tools/call` on a stdio upstream's fast lane; progress it reports is routed back to the
-/// agent's token as on rmcp's path. Dropping it cancels the call upstream.
+/// One `tools/call` on a stdio upstream's fast lane. Progress it reports (under the lane's
+/// token) is passed to the agent, under the agent's own token, before the answer. Dropping it
+/// cancels the call upstream.
 async fn lane_call(
-    gw: &Gateway,
     name: &str,
     lane: &std::sync::Arc<Lane>,
     params: CallToolRequestParams,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, GatewayError> {
-    let failed = |e: LaneError| match e {
+    let failed = |e: LaneError| lane_error(name, e);
+    let agent_token = ctx.meta.get_progress_token();
+    let mut call = lane.call(params, agent_token.is_some()).map_err(failed)?;
+    call.send().map_err(failed)?;
+    loop {
+        match call.next().await.map_err(failed)? {
+            LaneEvent::Answer(answer) => return Ok(answer),
+            LaneEvent::Progress(mut progress) => {
+                let Some(token) = &agent_token else { continue };
+                progress.progress_token = token.clone();
+                if let Err(error) = ctx.peer.notify_progress(progress).await {
+                    tracing::debug!(%error, "agent gone; progress dropped");
+                }
+            }
+        }
+    }
+}
+
+/// One `tools/call` on an HTTP upstream's fast lane; progress it reports is routed back to the
+/// agent's token as on rmcp's path. Dropping it tells the upstream `notifications/cancelled`.
+async fn http_lane_call(
+    gw: &Gateway,
+    name: &str,
+    lane: &HttpLane,
+    peer: &Peer<RoleClient>,
+    params: CallToolRequestParams,
+    credential: Option<&str>,
+    ctx: &RequestContext<RoleServer>,
+) -> Result<CallToolResponse, GatewayError> {
+    let n = lane.next();
+    let agent_token = ctx.meta.get_progress_token();
+    let ours = HttpLane::token(n);
+    let _route = agent_token.as_ref().map(|token| {
+        gw.hub
+            .route_progress(name, &ours, ctx.peer.clone(), token.clone())
+    });
+    let mut cancel = CancelOnDrop {
+        peer: Some(peer.clone()),
+        id: rmcp::model::RequestId::String(format!("mcpw-{n}").into()),
+    };
+    let result = lane
+        .call(params, credential, n, agent_token.is_some())
+        .await;
+    cancel.peer = None;
+    result.map_err(|e| lane_error(name, e))
+}
+
+fn lane_error(name: &str, e: LaneError) -> GatewayError {
+    match e {
         LaneError::Refused(error) => GatewayError::Refused {
             name: name.to_owned(),
             error,
@@ -222,14 +325,7 @@ async fn lane_call(
             name: name.to_owned(),
             detail: other.to_string(),
         },
-    };
-    let agent_token = ctx.meta.get_progress_token();
-    let mut call = lane.call(params, agent_token.is_some()).map_err(failed)?;
-    let _route = agent_token
-        .zip(call.progress_token())
-        .map(|(token, ours)| gw.hub.route_progress(name, ours, ctx.peer.clone(), token));
-    call.send().map_err(failed)?;
-    call.answer().await.map_err(failed)
+    }
 }
 
 /// Sends `notifications/cancelled` for a request still pending when dropped.

@@ -12,7 +12,7 @@ use rmcp::transport::async_rw::AsyncRwTransport;
 use tokio::process::{ChildStderr, ChildStdout};
 
 use super::lane::Lane;
-use crate::wire::{self, DivertReader, FrameWriter};
+use crate::wire::{self, DivertReader, FrameWriter, Tap as _};
 
 /// How long a closing child gets to exit after its stdin closes, and again after SIGTERM.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
@@ -20,6 +20,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// The child and its transport. Dropping it kills the child's process group.
 pub struct ChildTransport {
     child: Option<Box<dyn ChildWrapper>>,
+    /// Told when the transport goes (rmcp may drop it without reading to EOF).
+    lane: Arc<Lane>,
     inner: AsyncRwTransport<RoleClient, DivertReader<ChildStdout, Arc<Lane>>, FrameWriter>,
 }
 
@@ -51,6 +53,7 @@ pub fn spawn(
     Ok((
         ChildTransport {
             child: Some(child),
+            lane: lane.clone(),
             inner: AsyncRwTransport::new(reader, writer),
         },
         lane,
@@ -61,6 +64,7 @@ pub fn spawn(
 impl ChildTransport {
     /// The stdio shutdown of the MCP spec: close stdin, wait; SIGTERM, wait; kill.
     async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.lane.closed();
         let closed = self.inner.close().await;
         let Some(child) = self.child.as_mut() else {
             return closed;
@@ -84,6 +88,8 @@ impl ChildTransport {
 
 impl Drop for ChildTransport {
     fn drop(&mut self) {
+        // Calls waiting on the lane fail now: nobody reads this child's answers any more.
+        self.lane.closed();
         // Kill and reap (no zombie); the process group wrapper kills the whole group.
         if let Some(mut child) = self.child.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()

@@ -68,6 +68,22 @@ impl UpstreamClient {
     }
 }
 
+/// Pass an upstream's log message to the agents whose calls are in flight on it, its logger
+/// prefixed with the upstream's name.
+pub async fn forward_log(shared: &Shared, mut params: LoggingMessageNotificationParam) {
+    let logger = params.logger.take();
+    params.logger = Some(match logger {
+        Some(l) => format!("{}/{l}", shared.name),
+        None => shared.name.clone(),
+    });
+    for agent in shared.inflight.agents() {
+        let sent = agent.notify_logging_message(params.clone()).await;
+        if let Err(error) = sent {
+            tracing::debug!(%error, "agent gone; log message dropped");
+        }
+    }
+}
+
 impl ClientHandler for UpstreamClient {
     fn get_info(&self) -> ClientConfig {
         let caps = ClientCapabilities::builder()
@@ -160,20 +176,10 @@ impl ClientHandler for UpstreamClient {
 
     async fn on_logging_message(
         &self,
-        mut params: LoggingMessageNotificationParam,
+        params: LoggingMessageNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let logger = params.logger.take();
-        params.logger = Some(match logger {
-            Some(l) => format!("{}/{l}", self.shared.name),
-            None => self.shared.name.clone(),
-        });
-        for agent in self.shared.inflight.agents() {
-            let sent = agent.notify_logging_message(params.clone()).await;
-            if let Err(error) = sent {
-                tracing::debug!(%error, "agent gone; log message dropped");
-            }
-        }
+        forward_log(&self.shared, params).await;
     }
 
     async fn on_resource_updated(

@@ -14,8 +14,9 @@ use tokio::io::AsyncBufReadExt;
 
 use std::sync::Arc;
 
+use super::Fast;
 use super::client::UpstreamClient;
-use super::lane::Lane;
+use super::http_lane::HttpLane;
 use super::registry::{CredentialMode, Delivery, Transport, UpstreamSpec};
 use crate::auth::credentials::Credentials;
 use crate::auth::transport::CredentialClient;
@@ -72,11 +73,8 @@ fn lifecycle(known: Option<&ProtocolVersion>) -> ClientLifecycleMode {
     }
 }
 
-/// A connected upstream, and the fast lane of a stdio one.
-pub type Connected = (
-    RunningService<RoleClient, UpstreamClient>,
-    Option<Arc<Lane>>,
-);
+/// A connected upstream, and its fast lane if it has one.
+pub type Connected = (RunningService<RoleClient, UpstreamClient>, Option<Fast>);
 
 /// The gateway's credentials, and the index of the upstream being connected.
 pub type Creds<'a> = (&'a Arc<Credentials>, usize);
@@ -94,6 +92,7 @@ pub async fn connect(
 ) -> Result<Connected, ConnectError> {
     let handler_era = handler.era.clone();
     let info = rmcp::ClientHandler::get_info(&handler);
+    let shared = handler.shared.clone();
     match &spec.transport {
         Transport::Stdio {
             program,
@@ -139,7 +138,7 @@ pub async fn connect(
                 .await
                 .map_err(|e| ConnectError::Handshake(e.to_string()))?;
             lane.ready(running.peer(), &info);
-            Ok((running, Some(lane)))
+            Ok((running, Some(Fast::Stdio(lane))))
         }
         Transport::Http {
             url,
@@ -157,16 +156,29 @@ pub async fn connect(
                     .map_err(|_| ConnectError::BadHeader(header.clone()))?;
                 headers.insert(name, value);
             }
+            // A 2026-07-28 upstream's calls take the HTTP lane (same client, same headers).
+            let fast = |running: &RunningService<RoleClient, UpstreamClient>| {
+                HttpLane::for_connection(
+                    running.peer(),
+                    &info,
+                    http.clone(),
+                    url.as_str(),
+                    &headers,
+                    shared.clone(),
+                )
+                .map(Fast::Http)
+            };
             let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                 .max_concurrent_requests(256)
-                .custom_headers(headers);
+                .custom_headers(headers.clone());
             if spec.credential == CredentialMode::None {
                 let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
-                return handler
+                let running = handler
                     .serve_with_lifecycle(transport, lifecycle(handler_era.as_ref()))
                     .await
-                    .map(|running| (running, None))
-                    .map_err(|e| ConnectError::Handshake(e.to_string()));
+                    .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+                let lane = fast(&running);
+                return Ok((running, lane));
             }
             let client = CredentialClient::new(
                 http.clone(),
@@ -175,11 +187,12 @@ pub async fn connect(
                 creds.1,
             );
             let transport = StreamableHttpClientTransport::with_client(client, config);
-            handler
+            let running = handler
                 .serve_with_lifecycle(transport, lifecycle(handler_era.as_ref()))
                 .await
-                .map(|running| (running, None))
-                .map_err(|e| ConnectError::Handshake(e.to_string()))
+                .map_err(|e| ConnectError::Handshake(e.to_string()))?;
+            let lane = fast(&running);
+            Ok((running, lane))
         }
     }
 }

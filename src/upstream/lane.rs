@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientConfig, CreateTaskResult,
-    ErrorData, InputRequiredResult, NumberOrString, ProgressToken, RequestMetaObject,
+    ErrorData, InputRequiredResult, NumberOrString, ProgressNotificationParam, ProgressToken,
+    RequestMetaObject,
 };
 use rmcp::service::{Peer, RoleClient};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 use crate::wire::{Frames, Tap};
 
@@ -41,7 +42,7 @@ pub enum LaneError {
 #[derive(Debug)]
 pub struct Lane {
     frames: Frames,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
+    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>>,
     next: AtomicU64,
     closed: AtomicBool,
     /// What rmcp puts in every request's `_meta` on this connection (on a 2026-07-28
@@ -77,6 +78,11 @@ impl Lane {
         let _ = self.base_meta.set(meta);
     }
 
+    /// Whether the pipe has closed (the process exited).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Whether calls can go this way now.
     pub fn usable(&self) -> bool {
         self.base_meta.get().is_some()
@@ -85,8 +91,8 @@ impl Lane {
     }
 
     /// Prepare `tools/call` with `params` (whose `_meta` is added to the connection's own);
-    /// with `progress`, under a progress token of the lane's ([`LaneCall::progress_token`]),
-    /// so a route can be set up before [`LaneCall::send`]. The call sends
+    /// with `progress`, under a progress token of the lane's (its id), whose notifications
+    /// [`LaneCall::next`] yields in order before the answer. The call sends
     /// `notifications/cancelled` if dropped after it was sent and before its answer.
     pub fn call(
         self: &Arc<Self>,
@@ -103,9 +109,8 @@ impl Lane {
             meta.extend(extra);
         }
         // rmcp numbers its own progress tokens; the lane's are strings, so they never meet.
-        let token = progress.then(|| ProgressToken(NumberOrString::String(id.clone().into())));
-        if let Some(token) = &token {
-            meta.set_progress_token(token.clone());
+        if progress {
+            meta.set_progress_token(ProgressToken(NumberOrString::String(id.clone().into())));
         }
         if !meta.is_empty() {
             params.meta = Some(meta);
@@ -120,8 +125,8 @@ impl Lane {
             lane: self.clone(),
             n,
             frame: Some(frame),
-            token,
             rx: None,
+            answered: false,
         })
     }
 
@@ -154,18 +159,37 @@ impl Tap for Arc<Lane> {
         let Ok(probe) = serde_json::from_slice::<Probe<'_>>(line) else {
             return false;
         };
-        if probe.method.is_some() {
-            return false;
+        match probe.method.as_deref() {
+            // An answer to a lane request: the call's last message.
+            None => {
+                let Some(n) = probe.id.and_then(lane_number) else {
+                    return false;
+                };
+                let waiter = self.pending.lock().ok().and_then(|mut p| p.remove(&n));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(line.to_vec());
+                }
+                // An answer nobody waits for (the call was cancelled) is dropped here too.
+                true
+            }
+            // Progress under a lane token goes to its call in order, before the answer (rmcp
+            // would handle it on a task of its own, racing the answer).
+            Some("notifications/progress") => {
+                let Some(n) = probe
+                    .params
+                    .and_then(|p| serde_json::from_str::<TokenOnly<'_>>(p.get()).ok())
+                    .and_then(|p| lane_number(p.progress_token))
+                else {
+                    return false;
+                };
+                let waiter = self.pending.lock().ok().and_then(|p| p.get(&n).cloned());
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(line.to_vec());
+                }
+                true
+            }
+            Some(_) => false,
         }
-        let Some(n) = probe.id.and_then(lane_number) else {
-            return false;
-        };
-        let waiter = self.pending.lock().ok().and_then(|mut p| p.remove(&n));
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(line.to_vec());
-        }
-        // An answer nobody waits for (the call was cancelled) is dropped here too.
-        true
     }
 
     fn closed(&self) {
@@ -183,20 +207,16 @@ pub struct LaneCall {
     lane: Arc<Lane>,
     n: u64,
     frame: Option<Vec<u8>>,
-    token: Option<ProgressToken>,
-    rx: Option<oneshot::Receiver<Vec<u8>>>,
+    rx: Option<mpsc::UnboundedReceiver<Vec<u8>>>,
+    answered: bool,
 }
 
 impl LaneCall {
-    /// The progress token the upstream reports this call's progress under, if asked for.
-    pub fn progress_token(&self) -> Option<&ProgressToken> {
-        self.token.as_ref()
-    }
-
     /// Write the request.
     pub fn send(&mut self) -> Result<(), LaneError> {
         let frame = self.frame.take().ok_or(LaneError::Closed)?;
-        let (tx, rx) = oneshot::channel();
+        tracing::debug!(n = self.n, "lane call sent");
+        let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut pending) = self.lane.pending.lock() {
             pending.insert(self.n, tx);
         }
@@ -207,17 +227,48 @@ impl LaneCall {
         Ok(())
     }
 
-    /// Wait for the answer and decode it.
-    pub async fn answer(mut self) -> Result<CallToolResponse, LaneError> {
-        let rx = self.rx.take().ok_or(LaneError::Closed)?;
-        let line = rx.await.map_err(|_| LaneError::Closed)?;
-        decode(&line)
+    /// The next thing the upstream says about this call: progress, then the answer.
+    pub async fn next(&mut self) -> Result<LaneEvent, LaneError> {
+        let rx = self.rx.as_mut().ok_or(LaneError::Closed)?;
+        // The connection closing (rmcp stops reading and closes the child's stdin) ends the
+        // wait too: nobody would read the answer.
+        let line = tokio::select! {
+            biased;
+            line = rx.recv() => line.ok_or(LaneError::Closed)?,
+            () = self.lane.frames.closed() => return Err(LaneError::Closed),
+        };
+        if let Some(progress) = progress(&line) {
+            return Ok(LaneEvent::Progress(progress));
+        }
+        self.answered = true;
+        decode(&line).map(LaneEvent::Answer)
     }
+}
+
+/// What a lane call hears.
+#[derive(Debug)]
+pub enum LaneEvent {
+    /// Progress under the call's lane token.
+    Progress(ProgressNotificationParam),
+    /// The answer.
+    Answer(CallToolResponse),
+}
+
+/// The params of a `notifications/progress` line, if it is one.
+fn progress(line: &[u8]) -> Option<ProgressNotificationParam> {
+    #[derive(Deserialize)]
+    struct Note {
+        method: String,
+        params: ProgressNotificationParam,
+    }
+    let note: Note = serde_json::from_slice(line).ok()?;
+    (note.method == "notifications/progress").then_some(note.params)
 }
 
 impl Drop for LaneCall {
     fn drop(&mut self) {
-        if self.rx.is_some() {
+        // Sent and not answered: the upstream is told to stop.
+        if self.rx.is_some() && !self.answered {
             self.lane.cancel(self.n);
         }
     }
@@ -277,13 +328,21 @@ struct Cancelled<'a> {
     reason: &'static str,
 }
 
-/// Just enough of a message to tell whether it answers a lane request.
+/// Just enough of a message to tell whether it belongs to a lane request.
 #[derive(Deserialize)]
 struct Probe<'a> {
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
-    #[serde(default)]
-    method: Option<serde::de::IgnoredAny>,
+    #[serde(borrow, default)]
+    method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct TokenOnly<'a> {
+    #[serde(rename = "progressToken", borrow)]
+    progress_token: &'a RawValue,
 }
 
 /// `N` of a lane id `"mcpw-N"` (the raw JSON, quotes included).

@@ -5,6 +5,7 @@
 mod child;
 pub mod client;
 pub mod connect;
+pub mod http_lane;
 pub mod lane;
 pub mod manifest;
 pub mod pinning;
@@ -42,6 +43,15 @@ pub struct Shared {
     pub hub: Arc<Hub>,
 }
 
+/// A connection's fast lane for `tools/call` (see `lane` and `http_lane`).
+#[derive(Debug)]
+pub enum Fast {
+    /// On a stdio child's pipes.
+    Stdio(Arc<lane::Lane>),
+    /// POSTs to a 2026-07-28 HTTP upstream.
+    Http(Arc<http_lane::HttpLane>),
+}
+
 /// Where an upstream stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -63,8 +73,8 @@ pub struct Upstream {
     /// Routing state shared with its client handler.
     pub shared: Arc<Shared>,
     conn: ArcSwapOption<Peer<RoleClient>>,
-    /// The fast lane of a stdio connection (published with `conn`).
-    lane: ArcSwapOption<lane::Lane>,
+    /// The fast lane of the connection, if it has one (published with `conn`).
+    lane: ArcSwapOption<Fast>,
     manifest: ArcSwapOption<Manifest>,
     lock: ArcSwapOption<Lock>,
     verdict: ArcSwapOption<Verdict>,
@@ -108,9 +118,9 @@ impl Upstream {
         self.conn.load_full()
     }
 
-    /// The live connection's fast lane for `tools/call`, if it has one and it is usable.
-    pub fn lane(&self) -> Option<Arc<lane::Lane>> {
-        self.lane.load_full().filter(|l| l.usable())
+    /// The live connection's fast lane for `tools/call`, if it has one.
+    pub fn lane(&self) -> Option<Arc<Fast>> {
+        self.lane.load_full()
     }
 
     /// The last manifest read (kept while the upstream is down, so its tools fail with a clear
@@ -254,7 +264,7 @@ pub async fn supervise(up: Arc<Upstream>, index: usize, env: SupervisorEnv) {
                 if let Ok(mut w) = up.watched.lock() {
                     w.clear();
                 }
-                up.lane.store(lane);
+                up.lane.store(lane.map(Arc::new));
                 up.conn.store(Some(Arc::new(peer.clone())));
                 up.set_status(Status::Up);
                 let _ = env.changed.send((index, Refresh::Tools));

@@ -131,3 +131,17 @@ async fn rmcp_closing_an_upstream_pipe_closes_it_for_the_lane_too() {
     // rmcp's writer then fails rather than losing writes silently.
     assert!(rmcp.write_all(b"z\n").await.is_err());
 }
+
+#[test]
+fn a_schema_asking_for_param_headers_is_rmcps() {
+    let schema = |v: serde_json::Value| v.as_object().unwrap().clone();
+    assert!(!declares_param_headers(&schema(serde_json::json!({
+        "type": "object", "properties": {"text": {"type": "string"}}
+    }))));
+    assert!(declares_param_headers(&schema(serde_json::json!({
+        "type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}
+    }))));
+    assert!(declares_param_headers(&schema(serde_json::json!({
+        "type": "object", "anyOf": [{"properties": {"a": {"x-mcp-header": "A"}}}]
+    }))));
+}

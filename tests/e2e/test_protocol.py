@@ -23,6 +23,7 @@ from harness import (
     notes_upstream,
     open_agent,
     python_upstream,
+    show_rows,
     text_of,
     tool_names,
     wait_for_tools,
@@ -216,8 +217,9 @@ async def _async(value):
     return value
 
 
-def _post_2026(url: str, method: str, name: str, params: dict) -> tuple[int, str, str]:
-    """(status, Content-Type, body) of one stateless 2026-07-28 request, as a raw HTTP POST."""
+def _post_2026(url: str, method: str, name: str | None, params: dict, extra: dict | None = None) -> tuple[int, str, str]:
+    """(status, Content-Type, body) of one stateless 2026-07-28 request, as a raw HTTP POST
+    (`name`: the Mcp-Name header, None to leave it out; `extra`: more headers)."""
     meta = {
         **params.get("_meta", {}),
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -231,7 +233,8 @@ def _post_2026(url: str, method: str, name: str, params: dict) -> tuple[int, str
             "Accept": "application/json, text/event-stream",
             "MCP-Protocol-Version": "2026-07-28",
             "Mcp-Method": method,
-            "Mcp-Name": name,
+            **({"Mcp-Name": name} if name is not None else {}),
+            **(extra or {}),
         },
     )
     return status, headers.get("Content-Type", ""), text
@@ -313,7 +316,9 @@ def test_raw_stdio_calls_are_each_answered_once_even_when_stdin_closes_at_once(d
                 "name": "notes__slow_count", "arguments": {"n": 2, "delay_ms": 50}, "_meta": {"progressToken": "agent-token"}}}))
             proc.stdin.write(("\n".join(batch) + "\n").encode())
             proc.stdin.close()
-            out, _ = proc.communicate(timeout=60)
+            # Everything the gateway says until it exits (stdout closes at its end).
+            out = proc.stdout.read()
+            proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -327,11 +332,43 @@ def test_raw_stdio_calls_are_each_answered_once_even_when_stdin_closes_at_once(d
         assert len(got) == 1, (i, got)
         assert f"text of {i}" in json.dumps(got[0].get("result")), got[0]
     parse_errors = answers.get("null", [])
-    # rmcp's framing rules, unchanged by the lane: unparsable input is ignored, well-formed
-    # JSON that is no message gets Invalid Request.
-    assert len(parse_errors) == 1 and parse_errors[0]["error"]["code"] == -32600, parse_errors
+    # rmcp's framing rules, unchanged by the lane: unparsable input is ignored; well-formed
+    # JSON that is no message gets at most an Invalid Request, never an answer under an id.
+    assert all(e["error"]["code"] == -32600 for e in parse_errors), parse_errors
     counted = answers.get(json.dumps("progress"), [])
     assert len(counted) == 1 and "counted 2" in json.dumps(counted[0]["result"]), counted
     progress = [m for m in messages if m.get("method") == "notifications/progress"]
     assert [p["params"]["progressToken"] for p in progress] == ["agent-token", "agent-token"], progress
     assert proc.returncode == 0, dep.log_path("gateway-raw-stdio").read_text()[-3000:]
+
+
+def test_the_http_lane_and_rmcp_answer_a_stateless_call_alike(deploy):
+    """A stateless 2026-07-28 `tools/call` the HTTP lane takes (src/downstream/http_lane.rs) and
+    the same call made ineligible by an `Origin` header (so rmcp serves it) get the same answer,
+    for a good call and for an unknown tool; a request the lane cannot judge exactly (no
+    Mcp-Name) still gets rmcp's own refusal; every call is audited either way."""
+    dep = deploy({"notes": notes_upstream()})
+    rmcp_only = {"Origin": "http://127.0.0.1"}
+    echo = {"name": "notes__echo", "arguments": {"text": "same"}}
+    with HttpGateway(dep) as gw:
+        lane = _post_2026(gw.url, "tools/call", "notes__echo", echo)
+        via_rmcp = _post_2026(gw.url, "tools/call", "notes__echo", echo, rmcp_only)
+        assert lane[0] == via_rmcp[0] == 200, (lane, via_rmcp)
+        assert lane[1].startswith("application/json") and via_rmcp[1].startswith("application/json"), (lane, via_rmcp)
+        assert json.loads(lane[2]) == json.loads(via_rmcp[2]), (lane, via_rmcp)
+        assert "same" in lane[2] and json.loads(lane[2])["result"]["resultType"] == "complete", lane
+
+        ghost = {"name": "notes__ghost", "arguments": {}}
+        lane = _post_2026(gw.url, "tools/call", "notes__ghost", ghost)
+        via_rmcp = _post_2026(gw.url, "tools/call", "notes__ghost", ghost, rmcp_only)
+        assert (lane[0], json.loads(lane[2])) == (via_rmcp[0], json.loads(via_rmcp[2])), (lane, via_rmcp)
+        assert json.loads(lane[2])["error"]["code"] == -32602, lane
+
+        status, _, body = _post_2026(gw.url, "tools/call", None, echo)
+        assert status == 400 and "Mcp-Name" in body, (status, body)
+
+    rows = dep.audit_rows()
+    echoes = [r for r in rows if "echo" in (r.get("exposed_name") or r.get("tool_name") or "")]
+    ghosts = [r for r in rows if "ghost" in (r.get("exposed_name") or r.get("tool_name") or "")]
+    assert len(echoes) == 2 and all(r["decision"] == "ALLOW" for r in echoes), show_rows(rows)
+    assert len(ghosts) == 2 and all(r["decision"] == "DENY" for r in ghosts), show_rows(rows)

@@ -66,7 +66,10 @@ async fn only_answers_to_lane_ids_are_taken() {
     let (lane, _far) = lane();
     for (line, taken) in [
         (&br#"{"jsonrpc":"2.0","id":3,"result":{}}"#[..], false),
-        (br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"mcpw-1"}}"#, false),
+        // Progress under a lane token nobody waits for is dropped; under rmcp's tokens it is rmcp's.
+        (br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"mcpw-1","progress":1}}"#, true),
+        (br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#, false),
+        (br#"{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"mcpw-1"}}"#, false),
         // The upstream's own request, whatever its id looks like, is rmcp's.
         (br#"{"jsonrpc":"2.0","id":"mcpw-1","method":"roots/list"}"#, false),
         (br#"{"jsonrpc":"2.0","id":"mcpw-x","result":{}}"#, false),
@@ -93,7 +96,6 @@ async fn a_call_is_written_with_the_connection_meta_and_gets_its_answer() {
         .insert("io.mcp-warden/credential".into(), "tok".into());
     params.meta = Some(meta);
     let mut call = lane.call(params, true).unwrap();
-    assert!(call.progress_token().is_some());
     call.send().unwrap();
     let sent: serde_json::Value =
         serde_json::from_str(&far.next_line().await.unwrap().unwrap()).unwrap();
@@ -110,8 +112,20 @@ async fn a_call_is_written_with_the_connection_meta_and_gets_its_answer() {
     let answer = format!(
         r#"{{"jsonrpc":"2.0","id":"{id}","result":{{"content":[{{"type":"text","text":"hi"}}]}}}}"#
     );
+    // Progress under the call's token comes first, in order; then the answer.
+    let progress = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"{id}","progress":1}}}}"#
+    );
+    assert!(lane.take(progress.as_bytes()));
     assert!(lane.take(answer.as_bytes()));
-    assert_eq!(text(&call.answer().await.unwrap()), "hi");
+    let LaneEvent::Progress(p) = call.next().await.unwrap() else {
+        panic!("progress first")
+    };
+    assert_eq!(p.progress, 1.0);
+    let LaneEvent::Answer(answer) = call.next().await.unwrap() else {
+        panic!("then the answer")
+    };
+    assert_eq!(text(&answer), "hi");
 }
 
 #[tokio::test]
@@ -120,10 +134,15 @@ async fn a_call_dropped_before_its_answer_is_cancelled_upstream() {
     let mut call = lane
         .call(CallToolRequestParams::new("slow"), false)
         .unwrap();
-    assert!(call.progress_token().is_none());
     call.send().unwrap();
     let sent: serde_json::Value =
         serde_json::from_str(&far.next_line().await.unwrap().unwrap()).unwrap();
+    // Waiting for the answer and giving up (a time limit) counts as dropping it unanswered.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(10), call.next())
+            .await
+            .is_err()
+    );
     drop(call);
     let cancel: serde_json::Value =
         serde_json::from_str(&far.next_line().await.unwrap().unwrap()).unwrap();
@@ -140,10 +159,27 @@ async fn calls_waiting_when_the_pipe_closes_fail_at_once() {
         .unwrap();
     call.send().unwrap();
     lane.closed();
-    assert!(matches!(call.answer().await, Err(LaneError::Closed)));
+    assert!(matches!(call.next().await, Err(LaneError::Closed)));
     assert!(!lane.usable());
     let mut late = lane
         .call(CallToolRequestParams::new("echo"), false)
         .unwrap();
     assert!(matches!(late.send(), Err(LaneError::Closed)));
+}
+
+#[tokio::test]
+async fn calls_waiting_when_the_connection_closes_its_writer_fail_at_once() {
+    let (near, _far) = tokio::io::duplex(64 * 1024);
+    let (mut rmcp, frames, task) = wire::writer(near, true);
+    let lane = Lane::new(frames);
+    lane.base_meta.set(RequestMetaObject::new()).unwrap();
+    let mut call = lane
+        .call(CallToolRequestParams::new("echo"), false)
+        .unwrap();
+    call.send().unwrap();
+    // rmcp closing the transport (a cancelled connection) stops the writer; nobody reads.
+    tokio::io::AsyncWriteExt::shutdown(&mut rmcp).await.unwrap();
+    task.await.unwrap();
+    assert!(matches!(call.next().await, Err(LaneError::Closed)));
+    assert!(!lane.usable());
 }
