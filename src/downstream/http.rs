@@ -87,8 +87,15 @@ pub async fn serve(
         lane: HttpLane::new(gw.clone(), shutdown.child_token()),
         rmcp: mcp.clone(),
     });
+    // (GET and DELETE on the same path, a legacy session's stream and its end, are rmcp's:
+    // the route's own fallback, or axum would answer them 405.)
     let mcp = Router::new()
-        .route("/", post(mcp_post).with_state(posts))
+        .route(
+            "/",
+            post(mcp_post)
+                .with_state(posts)
+                .fallback_service(mcp.clone()),
+        )
         .fallback_service(mcp)
         .layer(middleware::from_fn_with_state(
             auth.clone(),

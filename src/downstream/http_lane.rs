@@ -9,9 +9,10 @@
 //! rmcp untouched: no session id, a loopback `Host` and no `Origin` (rmcp's default DNS
 //! rebinding rules), `Accept` of JSON and SSE, a JSON body of known length within the limit,
 //! `MCP-Protocol-Version: 2026-07-28` naming the same version as the body's `_meta` with all
-//! the metadata that version requires, exactly one `Mcp-Method: tools/call` and one plain
-//! `Mcp-Name` equal to the body's name, a tool whose schema declares no `Mcp-Param` headers,
-//! and an upstream that speaks 2026-07-28 (whose notifications all name their request).
+//! the metadata that version requires and no log level, exactly one `Mcp-Method: tools/call`
+//! and one plain `Mcp-Name` equal to the body's name, a tool whose schema declares no
+//! `Mcp-Param` headers, and an upstream that speaks 2026-07-28 (whose notifications all name
+//! their request).
 //!
 //! Handlers reach the agent through one shared peer whose transport routes each progress
 //! notification, by a lane token put in place of the agent's, to its request's stream.
@@ -207,6 +208,11 @@ impl HttpLane {
                 info.protocol_version.as_str() >= ProtocolVersion::V_2026_07_28.as_str()
             });
         if !modern {
+            return None;
+        }
+        // Log messages name no request: a call that asks for them is rmcp's (its stream).
+        let logs = meta.log_level().is_some();
+        if logs {
             return None;
         }
         let token = meta.get_progress_token();
