@@ -162,6 +162,23 @@ impl<R: AsyncRead + Unpin, T: Tap + Unpin> AsyncRead for DivertReader<R, T> {
     }
 }
 
+/// Just enough of a JSON-RPC message to route it (the rest is skipped, not decoded).
+#[derive(serde::Deserialize)]
+pub struct Envelope<'a> {
+    /// `"2.0"` on a valid message.
+    #[serde(borrow, default)]
+    pub jsonrpc: Option<std::borrow::Cow<'a, str>>,
+    /// The id, as written.
+    #[serde(borrow, default)]
+    pub id: Option<&'a serde_json::value::RawValue>,
+    /// The method of a request or notification.
+    #[serde(borrow, default)]
+    pub method: Option<std::borrow::Cow<'a, str>>,
+    /// The params, as written.
+    #[serde(borrow, default)]
+    pub params: Option<&'a serde_json::value::RawValue>,
+}
+
 /// A frame for the writer task.
 enum Frame {
     Data(Vec<u8>),

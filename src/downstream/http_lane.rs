@@ -33,13 +33,12 @@ use rmcp::model::{
 };
 use rmcp::service::{Peer, RequestContext, RoleServer, RunningService};
 use rmcp::transport::Transport;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::session::AgentSession;
 use crate::gateway::Gateway;
+use crate::wire::Envelope;
 
 /// The lane's progress tokens: `mcpw-h-N`.
 const TOKEN_PREFIX: &str = "mcpw-h-";
@@ -226,19 +225,6 @@ struct Taken {
     params: CallToolRequestParams,
     /// The agent's progress token, if it asked for progress.
     token: Option<ProgressToken>,
-}
-
-/// Just enough of the body to judge it.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow, default)]
-    jsonrpc: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    method: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    params: Option<&'a RawValue>,
 }
 
 /// The only value of header `name`, if it has exactly one and it is text.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::session::AgentSession;
-use crate::wire::{Frames, Tap};
+use crate::wire::{Envelope, Frames, Tap};
 
 /// One stdio agent's fast lane.
 pub struct AgentLane {
@@ -150,19 +150,6 @@ impl AgentLane {
             None => false,
         }
     }
-}
-
-/// Just enough of a message to route it.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow, default)]
-    jsonrpc: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    method: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    params: Option<&'a RawValue>,
 }
 
 impl Tap for Arc<AgentLane> {

@@ -24,8 +24,7 @@ use rmcp::model::{
     NumberOrString, ProgressNotificationParam, ProgressToken, ProtocolVersion, RequestMetaObject,
 };
 use rmcp::service::{Peer, RoleClient};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 
 use super::Shared;
 use super::lane::{LaneError, decode};
@@ -199,7 +198,7 @@ impl HttpLane {
             if data.len() > MAX_ANSWER {
                 return Err(LaneError::Malformed("an SSE event over 16 MiB".to_owned()));
             }
-            let probe: Probe<'_> =
+            let probe: crate::wire::Envelope<'_> =
                 serde_json::from_str(&data).map_err(|e| LaneError::Malformed(e.to_string()))?;
             match probe.method.as_deref() {
                 None if probe.id.is_some_and(|i| i.get().trim_matches('"') == id) => {
@@ -263,14 +262,4 @@ struct Request<'a> {
     id: &'a str,
     method: &'static str,
     params: &'a CallToolRequestParams,
-}
-
-#[derive(Deserialize)]
-struct Probe<'a> {
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    method: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    params: Option<&'a RawValue>,
 }

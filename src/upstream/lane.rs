@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::wire::{Frames, Tap};
+use crate::wire::{Envelope, Frames, Tap};
 
 /// The id prefix of lane requests, as it appears on the wire (inside a JSON string).
 const ID_PREFIX: &str = "mcpw-";
@@ -156,7 +156,7 @@ impl Tap for Arc<Lane> {
         if self.finder.find(line).is_none() {
             return false;
         }
-        let Ok(probe) = serde_json::from_slice::<Probe<'_>>(line) else {
+        let Ok(probe) = serde_json::from_slice::<Envelope<'_>>(line) else {
             return false;
         };
         match probe.method.as_deref() {
@@ -326,17 +326,6 @@ struct Notification<'a> {
 struct Cancelled<'a> {
     request_id: &'a str,
     reason: &'static str,
-}
-
-/// Just enough of a message to tell whether it belongs to a lane request.
-#[derive(Deserialize)]
-struct Probe<'a> {
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    method: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    params: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
